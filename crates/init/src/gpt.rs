@@ -74,7 +74,7 @@ impl Header {
         };
         if h.entry_size < 128
             || h.entry_size > 4096
-            || h.entry_size % 8 != 0
+            || !h.entry_size.is_multiple_of(8)
             || h.num_entries == 0
             || h.num_entries > 1024
         {
@@ -271,6 +271,7 @@ fn le64(b: &[u8], off: usize) -> u64 {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test disks are a few MiB")]
 pub mod testdisk {
     //! A minimal GPT disk image builder for tests.
 
@@ -323,6 +324,7 @@ pub mod testdisk {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test disks are a few MiB")]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -343,7 +345,7 @@ mod tests {
         (h, e)
     }
 
-    fn apply(disk: &mut Vec<u8>, plan: &GrowPlan) {
+    fn apply(disk: &mut [u8], plan: &GrowPlan) {
         for w in &plan.writes {
             disk[w.offset as usize..w.offset as usize + w.data.len()].copy_from_slice(&w.data);
         }

@@ -266,8 +266,8 @@ pub fn mount_state(sys: &mut dyn Sys, log: &Log, part: Option<Partition>) -> Sta
                 Ok(()) => {
                     log.info(format_args!(
                         "grew STATE filesystem from {} MiB to {} MiB",
-                        fs.blocks * fs.block_size >> 20,
-                        want * fs.block_size >> 20
+                        (fs.blocks * fs.block_size) >> 20,
+                        (want * fs.block_size) >> 20
                     ));
                     grown_to = Some(want * fs.block_size);
                 }
