@@ -1,0 +1,389 @@
+//! The agent's runtime: wires config, network and health together and runs
+//! the main loop until SIGTERM.
+//!
+//! Start-up order matters for the operator: the config is resolved first
+//! (a refused config is logged at error level and the embedded default
+//! runs), then the network task starts, then the health server binds, so
+//! `/readyz` is reachable as soon as any link has an address. A config
+//! named by an `http://` URL on the kernel command line is fetched once
+//! the default network is up, and applied over it.
+//!
+//! The main loop beats once a second (that is what `/healthz` checks) and
+//! records the boot duration when the node first becomes ready. SIGTERM or
+//! SIGINT stop the health server, release DHCP leases and return; the
+//! whole shutdown is bounded to a couple of seconds because cairn-init
+//! sends SIGKILL after its deadline.
+
+use std::io;
+use std::net::{AddrParseError, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::source::{ConfigLoadError, Discovered, FetchPolicy, HttpUrl, discover, fetch};
+use crate::config::{ConfigOrigin, ConfigPaths, ConfigReport, MachineConfig, parse};
+use crate::error_chain;
+use crate::health::{self, HealthState, Liveness};
+use crate::net::netlink::NetlinkError;
+use crate::net::{NetworkHandle, NetworkOptions, NetworkStatus};
+
+/// Overrides the health server address (default `0.0.0.0:7480`).
+pub const ENV_HEALTH_ADDR: &str = "CAIRN_HEALTH_ADDR";
+
+/// How long the network may take to release leases at shutdown.
+const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long in-flight health requests may take at shutdown.
+const SERVER_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an `http://` config fetch waits for the network first.
+const FETCH_NETWORK_WAIT: Duration = Duration::from_secs(120);
+
+/// Everything the agent reads from its environment.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Config source paths.
+    pub config_paths: ConfigPaths,
+    /// Network manager paths and knobs.
+    pub network: NetworkOptions,
+    /// Health server address.
+    pub health_addr: SocketAddr,
+    /// Where /proc is.
+    pub proc_root: PathBuf,
+    /// Retry policy for an `http://` config.
+    pub fetch_policy: FetchPolicy,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            config_paths: ConfigPaths::default(),
+            network: NetworkOptions::default(),
+            health_addr: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                health::HEALTH_PORT,
+            )),
+            proc_root: health::metrics::default_proc_root(),
+            fetch_policy: FetchPolicy::default(),
+        }
+    }
+}
+
+impl AgentOptions {
+    /// Defaults, with [`ENV_HEALTH_ADDR`] applied.
+    pub fn from_env() -> Result<Self, AgentError> {
+        let mut options = Self::default();
+        if let Some(value) = std::env::var_os(ENV_HEALTH_ADDR) {
+            let value = value.to_string_lossy().into_owned();
+            options.health_addr = value
+                .parse()
+                .map_err(|source| AgentError::HealthAddr { value, source })?;
+        }
+        Ok(options)
+    }
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// [`ENV_HEALTH_ADDR`] is not a socket address.
+    #[error("invalid {ENV_HEALTH_ADDR} {value:?}")]
+    HealthAddr {
+        /// The value.
+        value: String,
+        /// The parse failure.
+        #[source]
+        source: AddrParseError,
+    },
+    /// A signal handler could not be installed.
+    #[error("cannot install the {name} handler")]
+    Signal {
+        /// Signal name.
+        name: &'static str,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The config discovery thread died.
+    #[error("config discovery failed")]
+    Discover(#[source] tokio::task::JoinError),
+    /// The network task could not start.
+    #[error("cannot start the network task")]
+    Network(#[source] NetlinkError),
+    /// The health port could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The health server stopped on its own.
+    #[error("health server failed")]
+    Serve(#[source] io::Error),
+    /// The network task stopped on its own.
+    #[error("the network task stopped unexpectedly")]
+    NetworkStopped,
+}
+
+/// The config to start on, what to report, and a URL to fetch if any.
+fn resolve(discovered: Discovered) -> (MachineConfig, ConfigReport, Option<HttpUrl>) {
+    let refuse = |error: ConfigLoadError| {
+        let message = error_chain(&error);
+        tracing::error!("machine config refused: {message}; running on the embedded default");
+        (
+            MachineConfig::embedded_default(),
+            ConfigReport::failed(error.origin(), message),
+            None,
+        )
+    };
+    match discovered {
+        Discovered::Document { origin, bytes } => match parse(&bytes, &origin) {
+            Ok(config) => {
+                tracing::info!(source = %origin, "machine config loaded");
+                (config, ConfigReport::ok(origin), None)
+            }
+            Err(e) => refuse(ConfigLoadError::Parse(e)),
+        },
+        Discovered::Fetch(url) => {
+            tracing::info!(%url, "machine config will be fetched once the network is up");
+            let report = ConfigReport {
+                effective: ConfigOrigin::Default,
+                requested: ConfigOrigin::CmdlineUrl(url.clone()),
+                error: None,
+            };
+            (MachineConfig::embedded_default(), report, Some(url))
+        }
+        Discovered::Nothing => {
+            tracing::info!(
+                "no machine config found; running on the embedded default (DHCP on every physical link)"
+            );
+            (
+                MachineConfig::embedded_default(),
+                ConfigReport::ok(ConfigOrigin::Default),
+                None,
+            )
+        }
+        Discovered::Failed(e) => refuse(e),
+    }
+}
+
+/// Fetches an `http://` config once the network is up and applies it.
+async fn fetch_and_apply(
+    url: HttpUrl,
+    policy: FetchPolicy,
+    network: NetworkHandle,
+    report: watch::Sender<ConfigReport>,
+) {
+    let mut status = network.status();
+    if tokio::time::timeout(
+        FETCH_NETWORK_WAIT,
+        status.wait_for(NetworkStatus::is_configured),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(%url, "network still not configured; trying the config fetch anyway");
+    }
+    let origin = ConfigOrigin::CmdlineUrl(url.clone());
+    let result = match fetch(&url, policy).await {
+        Ok(bytes) => parse(&bytes, &origin).map_err(ConfigLoadError::Parse),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(config) => {
+            tracing::info!(source = %origin, "machine config fetched; applying it");
+            if network.reconfigure(config).await.is_err() {
+                tracing::error!("network task is gone; fetched config not applied");
+                return;
+            }
+            report.send_replace(ConfigReport::ok(origin));
+        }
+        Err(e) => {
+            let message = error_chain(&e);
+            tracing::error!("machine config refused: {message}; running on the embedded default");
+            report.send_replace(ConfigReport::failed(origin, message));
+        }
+    }
+}
+
+/// CLOCK_BOOTTIME now: time since the kernel started, suspend included.
+fn boottime() -> Option<Duration> {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(Duration::from(ts))
+}
+
+fn note_readiness(status: &NetworkStatus, liveness: &Liveness) {
+    if status.is_configured()
+        && liveness.boot_duration().is_none()
+        && let Some(since_boot) = boottime()
+        && liveness.mark_ready(since_boot)
+    {
+        tracing::info!(
+            boot_secs = format!("{:.2}", since_boot.as_secs_f64()),
+            "node ready"
+        );
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let liveness = Arc::new(Liveness::new(started));
+    liveness.beat(started);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "cairnd starting");
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| AgentError::Signal {
+        name: "SIGTERM",
+        source,
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| AgentError::Signal {
+        name: "SIGINT",
+        source,
+    })?;
+
+    let paths = options.config_paths.clone();
+    let discovered = tokio::task::spawn_blocking(move || discover(&paths))
+        .await
+        .map_err(AgentError::Discover)?;
+    let (config, report, fetch_url) = resolve(discovered);
+    let (report_tx, report_rx) = watch::channel(report);
+
+    let (network, mut network_task) =
+        NetworkHandle::spawn(config, options.network.clone()).map_err(AgentError::Network)?;
+    let mut status = network.status();
+
+    let listener = tokio::net::TcpListener::bind(options.health_addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: options.health_addr,
+            source,
+        })?;
+    tracing::info!(addr = %options.health_addr, "health server listening");
+    let state = HealthState {
+        liveness: Arc::clone(&liveness),
+        network: network.status(),
+        config: report_rx,
+        proc_root: options.proc_root.clone(),
+    };
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, health::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = server_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let fetcher = fetch_url.map(|url| {
+        tokio::spawn(fetch_and_apply(
+            url,
+            options.fetch_policy,
+            network.clone(),
+            report_tx.clone(),
+        ))
+    });
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let outcome = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                liveness.beat(Instant::now());
+                note_readiness(&status.borrow(), &liveness);
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break Err(AgentError::NetworkStopped);
+                }
+                note_readiness(&status.borrow_and_update(), &liveness);
+            }
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM received; shutting down");
+                break Ok(());
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT received; shutting down");
+                break Ok(());
+            }
+            result = &mut server => {
+                break Err(match result {
+                    Ok(Ok(())) => AgentError::Serve(io::Error::other("server exited")),
+                    Ok(Err(e)) => AgentError::Serve(e),
+                    Err(e) => AgentError::Serve(io::Error::other(e)),
+                });
+            }
+            _ = &mut network_task => break Err(AgentError::NetworkStopped),
+        }
+    };
+
+    if let Some(fetcher) = fetcher {
+        fetcher.abort();
+    }
+    let _ = stop_server.send(());
+    if tokio::time::timeout(NETWORK_SHUTDOWN_TIMEOUT, network.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("network shutdown timed out");
+    }
+    if !server.is_finished()
+        && tokio::time::timeout(SERVER_SHUTDOWN_TIMEOUT, &mut server)
+            .await
+            .is_err()
+    {
+        server.abort();
+    }
+    tracing::info!("cairnd stopped");
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_config_falls_back_to_the_default_and_is_reported() {
+        let origin = ConfigOrigin::FwCfg("/raw".into());
+        let (config, report, url) = resolve(Discovered::Document {
+            origin: origin.clone(),
+            bytes: b"[network]\nbogus = 1\n".to_vec(),
+        });
+        assert_eq!(config, MachineConfig::embedded_default());
+        assert!(url.is_none());
+        assert_eq!(report.effective, ConfigOrigin::Default);
+        assert_eq!(report.requested, origin);
+        let error = report.error.unwrap();
+        assert!(
+            error.starts_with("opt/cairn/config (fw_cfg): network.bogus: unknown field `bogus`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_good_config_is_used_as_is() {
+        let origin = ConfigOrigin::Esp("/efi/cairn/config.toml".into());
+        let (config, report, _) = resolve(Discovered::Document {
+            origin: origin.clone(),
+            bytes: b"[node]\nhostname = \"n1\"\n".to_vec(),
+        });
+        assert_eq!(config.node.hostname.unwrap().as_str(), "n1");
+        assert_eq!(report, ConfigReport::ok(origin));
+    }
+
+    #[test]
+    fn an_http_config_starts_on_the_default_and_asks_for_a_fetch() {
+        let url = HttpUrl::parse("http://10.0.0.1/c.toml").unwrap();
+        let (config, report, fetch) = resolve(Discovered::Fetch(url.clone()));
+        assert_eq!(config, MachineConfig::embedded_default());
+        assert_eq!(report.requested, ConfigOrigin::CmdlineUrl(url.clone()));
+        assert!(report.error.is_none());
+        assert_eq!(fetch, Some(url));
+    }
+
+    #[test]
+    fn boottime_is_readable() {
+        assert!(boottime().is_some_and(|t| t > Duration::ZERO));
+    }
+}

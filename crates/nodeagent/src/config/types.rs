@@ -1,0 +1,509 @@
+//! Newtypes for machine-config values.
+//!
+//! Every value an operator writes is parsed exactly once, here, into a type
+//! that cannot hold a bad value. The rest of the agent never re-checks a
+//! hostname or a prefix length. Each type deserializes through `TryFrom`, so
+//! a bad value surfaces as a serde error that `serde_path_to_error` pins to
+//! its key path (`network.interfaces[0].addresses[1]`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Why a single config value was refused. The message is shown to the
+/// operator after the key path, so it quotes the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(String);
+
+impl ValueError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Linux refuses hostnames longer than `__NEW_UTS_LEN`.
+const HOSTNAME_MAX: usize = 64;
+/// RFC 1035 limit for a whole domain name in text form.
+const DOMAIN_MAX: usize = 253;
+/// RFC 1123 limit for one label.
+const LABEL_MAX: usize = 63;
+
+/// Checks one DNS label against RFC 1123: letters, digits and inner hyphens.
+fn check_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() {
+        return Err("has an empty label");
+    }
+    if label.len() > LABEL_MAX {
+        return Err("has a label longer than 63 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err("may only contain letters, digits, '-' and '.'");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("has a label that starts or ends with '-'");
+    }
+    Ok(())
+}
+
+fn check_dotted(kind: &str, value: &str, max: usize) -> Result<String, ValueError> {
+    if value.len() > max {
+        return Err(ValueError::new(format!(
+            "invalid {kind} {value:?}: longer than {max} characters"
+        )));
+    }
+    for label in value.split('.') {
+        check_label(label)
+            .map_err(|why| ValueError::new(format!("invalid {kind} {value:?}: {why}")))?;
+    }
+    // Names compare case-insensitively; storing them lower-case once keeps
+    // every later comparison and the resolv.conf output stable.
+    Ok(value.to_ascii_lowercase())
+}
+
+/// A host name: one or more RFC 1123 labels joined by dots, at most 64
+/// characters (the kernel's limit), stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Hostname(String);
+
+impl Hostname {
+    /// The name as the kernel will see it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name derived from a MAC address when nothing else names the node:
+    /// `cairn-` and the last three bytes in hex (`cairn-12ab34`).
+    pub fn from_mac(mac: MacAddr) -> Self {
+        let [.., a, b, c] = mac.0;
+        Self(format!("cairn-{a:02x}{b:02x}{c:02x}"))
+    }
+}
+
+impl TryFrom<String> for Hostname {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        check_dotted("hostname", &value, HOSTNAME_MAX).map(Self)
+    }
+}
+
+impl FromStr for Hostname {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A DNS domain name for the resolver search list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DomainName(String);
+
+impl DomainName {
+    /// The name as written to resolv.conf.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DomainName {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        // A trailing dot marks an absolute name; resolv.conf search entries
+        // are absolute already, so it is dropped rather than refused.
+        let trimmed = value.strip_suffix('.').unwrap_or(&value);
+        check_dotted("domain name", trimmed, DOMAIN_MAX).map(Self)
+    }
+}
+
+impl FromStr for DomainName {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A kernel network interface name (`IFNAMSIZ` - 1 bytes at most, no `/`,
+/// no whitespace, not `.` or `..`), exactly as `ip link` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    /// The name as the kernel knows it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InterfaceName {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        // These are the kernel's own rules (net/core/dev.c dev_valid_name).
+        let bad = value.is_empty()
+            || value.len() > 15
+            || value == "."
+            || value == ".."
+            || value
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if bad {
+            return Err(ValueError::new(format!(
+                "invalid interface name {value:?}: want 1-15 characters without '/', ':' or spaces"
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl FromStr for InterfaceName {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An Ethernet MAC address, written `52:54:00:12:34:56`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MacAddr([u8; 6]);
+
+impl MacAddr {
+    /// Wraps six raw bytes, as netlink reports them.
+    pub const fn new(bytes: [u8; 6]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn octets(self) -> [u8; 6] {
+        self.0
+    }
+
+    /// Takes a netlink hardware address if it is Ethernet-sized.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 6]>::try_from(bytes).ok().map(Self)
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        value.parse()
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let bad = || {
+            ValueError::new(format!(
+                "invalid MAC address {s:?}: want six hex bytes separated by ':'"
+            ))
+        };
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            // from_str_radix would also take a sign ("+5").
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// An IPv4 address with a prefix length, `10.0.0.5/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Ipv4Cidr {
+    addr: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Cidr {
+    /// Builds a CIDR from parts; `None` if the prefix is longer than 32.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 32).then_some(Self { addr, prefix })
+    }
+
+    /// Builds a CIDR from an address and a dotted netmask, as DHCP hands
+    /// them out; `None` if the mask is not contiguous.
+    pub fn from_netmask(addr: Ipv4Addr, mask: Ipv4Addr) -> Option<Self> {
+        let bits = u32::from(mask);
+        let prefix = bits.leading_ones();
+        if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+            return None;
+        }
+        Self::new(addr, u8::try_from(prefix).ok()?)
+    }
+
+    /// The address part.
+    pub const fn addr(self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The prefix length, 0 to 32.
+    pub const fn prefix(self) -> u8 {
+        self.prefix
+    }
+
+    fn mask(self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    /// The network this address sits in (host bits cleared).
+    pub fn network(self) -> Self {
+        Self {
+            addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()),
+            prefix: self.prefix,
+        }
+    }
+
+    /// Whether `ip` is inside this prefix.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// Whether the host bits are all zero, as a route destination needs.
+    pub fn is_network(self) -> bool {
+        self.network() == self
+    }
+}
+
+impl TryFrom<String> for Ipv4Cidr {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        value.parse()
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let bad = || {
+            ValueError::new(format!(
+                "invalid CIDR {s:?}: want an IPv4 address and a prefix length, like \"10.0.0.5/24\""
+            ))
+        };
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        // u8::from_str accepts a leading '+', which no operator means.
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        Self::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A link MTU in bytes: 68 (the IPv4 minimum, RFC 791) to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Mtu(u16);
+
+impl Mtu {
+    /// The smallest MTU IPv4 works with.
+    pub const MIN: u16 = 68;
+
+    /// The value in bytes.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+
+    /// Takes an MTU from a DHCP lease; `None` if below the IPv4 minimum.
+    pub fn new(value: u16) -> Option<Self> {
+        (value >= Self::MIN).then_some(Self(value))
+    }
+}
+
+impl TryFrom<i64> for Mtu {
+    type Error = ValueError;
+    fn try_from(value: i64) -> Result<Self, ValueError> {
+        u16::try_from(value)
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| ValueError::new(format!("invalid MTU {value}: want 68 to 65535")))
+    }
+}
+
+impl fmt::Display for Mtu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_accepts_rfc1123_names_and_lowercases_them() {
+        let h: Hostname = "Edge-01.Rack3".parse().unwrap();
+        assert_eq!(h.as_str(), "edge-01.rack3");
+        assert!(
+            "1node".parse::<Hostname>().is_ok(),
+            "RFC 1123 allows a leading digit"
+        );
+    }
+
+    #[test]
+    fn hostname_rejects_bad_labels_with_a_reason() {
+        let too_long = "a".repeat(65);
+        let long_label = format!("{}.x", "a".repeat(64));
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "a b",
+            "é",
+            &too_long,
+            &long_label,
+        ] {
+            let e = bad.parse::<Hostname>().unwrap_err();
+            assert!(e.to_string().starts_with("invalid hostname"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hostname_from_mac_uses_the_last_three_bytes() {
+        let mac: MacAddr = "52:54:00:AB:cd:0e".parse().unwrap();
+        assert_eq!(Hostname::from_mac(mac).as_str(), "cairn-abcd0e");
+    }
+
+    #[test]
+    fn domain_name_drops_a_trailing_dot() {
+        let d: DomainName = "Example.COM.".parse().unwrap();
+        assert_eq!(d.as_str(), "example.com");
+        assert!("".parse::<DomainName>().is_err());
+        assert!(".".parse::<DomainName>().is_err());
+    }
+
+    #[test]
+    fn mac_parses_colon_hex_only() {
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(mac.to_string(), "52:54:00:12:34:56");
+        for bad in [
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "52-54-00-12-34-56",
+            "5:54:00:12:34:56",
+            "zz:54:00:12:34:56",
+            "+5:54:00:12:34:56",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn interface_name_follows_kernel_rules() {
+        assert!("eth0".parse::<InterfaceName>().is_ok());
+        assert!("enp0s31f6".parse::<InterfaceName>().is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "a:1", "sixteen-chars-xx"] {
+            assert!(bad.parse::<InterfaceName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cidr_parses_and_reports_the_bad_text() {
+        let c: Ipv4Cidr = "10.0.0.5/24".parse().unwrap();
+        assert_eq!((c.addr(), c.prefix()), (Ipv4Addr::new(10, 0, 0, 5), 24));
+        assert_eq!(c.network().to_string(), "10.0.0.0/24");
+        assert!(c.contains(Ipv4Addr::new(10, 0, 0, 254)));
+        assert!(!c.contains(Ipv4Addr::new(10, 0, 1, 1)));
+        let e = "10.0.0.300/24".parse::<Ipv4Cidr>().unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid CIDR \"10.0.0.300/24\""),
+            "{e}"
+        );
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "10.0.0.1/+8",
+            "/8",
+            "::1/128",
+            "10.0.0.1/8/8",
+        ] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn cidr_from_netmask_refuses_holes() {
+        let c = Ipv4Cidr::from_netmask(
+            Ipv4Addr::new(192, 168, 1, 9),
+            Ipv4Addr::new(255, 255, 255, 0),
+        )
+        .unwrap();
+        assert_eq!(c.prefix(), 24);
+        assert_eq!(
+            Ipv4Cidr::from_netmask(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)
+                .unwrap()
+                .prefix(),
+            0
+        );
+        assert_eq!(
+            Ipv4Cidr::from_netmask(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST)
+                .unwrap()
+                .prefix(),
+            32
+        );
+        assert!(
+            Ipv4Cidr::from_netmask(Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(255, 0, 255, 0)).is_none()
+        );
+    }
+
+    #[test]
+    fn mtu_range_is_enforced() {
+        assert_eq!(Mtu::try_from(1500).unwrap().get(), 1500);
+        assert!(Mtu::try_from(67).is_err());
+        assert!(Mtu::try_from(65536).is_err());
+        assert!(Mtu::try_from(-1).is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! `cairnd`: see the `nodeagent` library docs.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+fn run() -> anyhow::Result<()> {
+    nodeagent::init_logging();
+    let options = nodeagent::agent::AgentOptions::from_env()?;
+    // One thread is plenty for a handful of sockets and timers, and keeps
+    // the resident set small; blocking work (config reads, /proc) goes to
+    // a few on-demand blocking threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .thread_name("cairnd")
+        .build()
+        .context("cannot build the tokio runtime")?;
+    runtime.block_on(nodeagent::agent::run(options))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairnd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
