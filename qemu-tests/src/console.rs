@@ -1,0 +1,21 @@
+//! Console lines the scenarios wait for. They are the contract between the
+//! tests and what `cairn-init` / `cairnd` print; keep them here, in one
+//! place, so adjusting a log message means adjusting one constant.
+//!
+//! All patterns are regexes matched against the serial console log
+//! (case-insensitive where marked `(?i)`).
+
+/// The orderly poweroff path after an ACPI power-button press, matched in
+/// this order on the console written after the press: cairn-init notices
+/// the button, starts the orderly poweroff, and has unmounted STATE before
+/// calling reboot(2). (cairn-init prints "watching power button ..." at
+/// boot, hence "pressed".)
+pub const ORDERLY_POWEROFF: [&str; 3] = [
+    r"(?i)power button pressed",
+    r"(?i)orderly poweroff",
+    r"(?i)unmounted /var",
+];
+
+/// cairnd refusing a machine config and carrying on with the embedded
+/// default; the message between names the source and the offending key.
+pub const CONFIG_REFUSED: &str = r"(?i)machine config refused: .+; running on the embedded default";
