@@ -213,7 +213,11 @@ impl DhcpTask {
         if actions.is_empty() {
             return;
         }
-        tracing::warn!(link = %self.params.name, "DHCP lease {why}; removing its address");
+        if why == "released" {
+            tracing::info!(link = %self.params.name, "removing the released lease's address");
+        } else {
+            tracing::warn!(link = %self.params.name, "DHCP lease {why}; removing its address");
+        }
         if let Err(e) = self.apply(actions).await {
             self.report_error("cannot remove DHCP address", &e);
         }
