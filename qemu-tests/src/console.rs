@@ -19,3 +19,7 @@ pub const ORDERLY_POWEROFF: [&str; 3] = [
 /// cairnd refusing a machine config and carrying on with the embedded
 /// default; the message between names the source and the offending key.
 pub const CONFIG_REFUSED: &str = r"(?i)machine config refused: .+; running on the embedded default";
+
+/// cairn-init mounting STATE from a SCSI disk (`/dev/sdXN`): on the VMware
+/// scenario that disk can only have come through the pvscsi driver.
+pub const STATE_ON_SCSI_DISK: &str = r"mounted /dev/sd[a-z]+[0-9]+ \(STATE\) on /var";

@@ -100,6 +100,9 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// Handed to the guest as fw_cfg `opt/cairn/config`.
     pub machine_config: Option<PathBuf>,
+    /// Load kernel and initramfs through QEMU's fw_cfg instead of from the
+    /// disk's ESP (OVMF still runs; only the boot loader step is skipped).
+    pub direct_kernel: Option<DirectKernel>,
     /// Make a guest reboot exit QEMU instead (a panic becomes visible as an exit).
     pub no_reboot: bool,
     /// `None` picks [`accel::host_accel`].
@@ -116,6 +119,7 @@ impl VmSpec {
             nic,
             memory_mib: 1024,
             machine_config: None,
+            direct_kernel: None,
             no_reboot: true,
             accel: None,
             probe_kernel: image.vmlinuz(),
@@ -156,14 +160,25 @@ impl VmSpec {
     }
 
     /// `cairn.vmdk` on pvscsi with a vmxnet3 NIC: VMware's hardware.
-    #[must_use]
-    pub fn vmware(name: &str, image: &Image) -> Self {
+    ///
+    /// Debian 12's OVMF has no PVSCSI driver (edk2 builds it only on
+    /// request), so the firmware cannot read the ESP through pvscsi the way
+    /// VMware's firmware does. The kernel, initramfs and command line of the
+    /// slot (the `pxe/` copies, identical to the ESP's) are therefore handed
+    /// in via fw_cfg; everything after the kernel starts -- the pvscsi and
+    /// vmxnet3 drivers, finding STATE on the VMDK -- is the real path.
+    ///
+    /// # Errors
+    /// [`BootScriptError`] if `pxe/boot.ipxe` cannot be read or parsed.
+    pub fn vmware(name: &str, image: &Image) -> Result<Self, BootScriptError> {
         let disk = DiskSpec {
             base: image.vmdk(),
             format: DiskFormat::Vmdk,
             bus: DiskBus::Pvscsi,
         };
-        Self::with_disk(name, image, Some(disk), NicModel::Vmxnet3)
+        let mut spec = Self::with_disk(name, image, Some(disk), NicModel::Vmxnet3);
+        spec.direct_kernel = Some(DirectKernel::from_image(image)?);
+        Ok(spec)
     }
 
     /// No disk: the firmware boots from the NIC (iPXE ROM, DHCP, TFTP).
@@ -184,6 +199,66 @@ impl VmSpec {
         self.machine_config = Some(path.to_path_buf());
         self
     }
+}
+
+/// A kernel, initramfs and command line for QEMU's `-kernel` boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+/// `pxe/boot.ipxe` could not be used to find the slot's command line.
+#[derive(Debug, thiserror::Error)]
+pub enum BootScriptError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} has no `kernel` line")]
+    NoKernelLine { path: PathBuf },
+}
+
+impl DirectKernel {
+    /// The image's kernel and initramfs with the command line its iPXE
+    /// script (and ESP entry) uses.
+    ///
+    /// # Errors
+    /// [`BootScriptError`] if the script is unreadable or has no kernel line.
+    pub fn from_image(image: &Image) -> Result<Self, BootScriptError> {
+        let path = image.pxe_dir().join("boot.ipxe");
+        let script = std::fs::read_to_string(&path).map_err(|source| BootScriptError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let cmdline = ipxe_kernel_cmdline(&script).ok_or(BootScriptError::NoKernelLine { path })?;
+        Ok(Self {
+            kernel: image.vmlinuz(),
+            initrd: image.initramfs(),
+            cmdline,
+        })
+    }
+}
+
+/// The kernel command line of an iPXE script's `kernel <file> <args...>`
+/// line, without iPXE's own `initrd=` argument (which names an iPXE image).
+#[must_use]
+pub fn ipxe_kernel_cmdline(script: &str) -> Option<String> {
+    let line = script
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("kernel ") || l.starts_with("chain "))?;
+    let mut words = line.split_ascii_whitespace().skip(1);
+    // Options of the kernel command itself (`--name x`) precede the file.
+    let mut file = words.next()?;
+    while file.starts_with("--") {
+        file = words.next()?;
+    }
+    let args: Vec<&str> = words.filter(|w| !w.starts_with("initrd=")).collect();
+    Some(args.join(" "))
 }
 
 /// Host-side paths and names one QEMU invocation needs.
@@ -276,6 +351,11 @@ pub fn qemu_args(plan: &QemuPlan) -> Vec<String> {
                 "scsi-hd,bus=scsi0.0,drive=disk0,bootindex=1",
             ]),
         }
+    }
+    if let Some(direct) = &spec.direct_kernel {
+        push(&["-kernel", &direct.kernel.display().to_string()]);
+        push(&["-initrd", &direct.initrd.display().to_string()]);
+        push(&["-append", &direct.cmdline]);
     }
     if let Some(config) = &spec.machine_config {
         push(&[
@@ -865,14 +945,45 @@ mod tests {
     }
 
     #[test]
+    fn ipxe_script_yields_the_kernel_cmdline_without_initrd_arg() {
+        let script = "#!ipxe\nkernel vmlinuz initrd=initramfs.img console=tty0 console=ttyS0,115200 panic=10\ninitrd initramfs.img\nboot\n";
+        assert_eq!(
+            ipxe_kernel_cmdline(script).as_deref(),
+            Some("console=tty0 console=ttyS0,115200 panic=10")
+        );
+        assert_eq!(
+            ipxe_kernel_cmdline("kernel --name k vmlinuz quiet\n").as_deref(),
+            Some("quiet")
+        );
+        assert_eq!(ipxe_kernel_cmdline("#!ipxe\nboot\n"), None);
+    }
+
+    #[test]
     fn vmware_boot_uses_pvscsi_and_vmxnet3() {
-        let spec = VmSpec::vmware("v", &image());
+        let mut spec = VmSpec::custom(
+            "v",
+            &image(),
+            Some(DiskSpec {
+                base: "/img/cairn.vmdk".into(),
+                format: DiskFormat::Vmdk,
+                bus: DiskBus::Pvscsi,
+            }),
+            NicModel::Vmxnet3,
+        );
+        spec.direct_kernel = Some(DirectKernel {
+            kernel: "/img/pxe/vmlinuz".into(),
+            initrd: "/img/pxe/initramfs.img".into(),
+            cmdline: "console=ttyS0 panic=10".into(),
+        });
         assert_eq!(spec.disk.as_ref().map(|d| d.format), Some(DiskFormat::Vmdk));
         let args = joined(spec);
         assert!(args.contains("-device pvscsi,id=scsi0"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=disk0"));
         assert!(args.contains("-device vmxnet3,netdev=net0"));
         assert!(!args.contains("virtio"));
+        assert!(args.contains(
+            "-kernel /img/pxe/vmlinuz -initrd /img/pxe/initramfs.img -append console=ttyS0 panic=10"
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_tests::console::{CONFIG_REFUSED, ORDERLY_POWEROFF};
+use qemu_tests::console::{CONFIG_REFUSED, ORDERLY_POWEROFF, STATE_ON_SCSI_DISK};
 use qemu_tests::{Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, paths, timeout};
 
 /// One guest booting alone: OVMF + systemd-boot + kernel + userland under
@@ -98,13 +98,16 @@ fn raw_image_as_usb_stick_boots_to_readyz() {
 fn vmdk_on_pvscsi_with_vmxnet3_boots_to_readyz() {
     let image = image();
     let net = network("vmdk_on_pvscsi_with_vmxnet3_boots_to_readyz");
-    let mut vm = Vm::start(&net, VmSpec::vmware("vmware", image)).or_panic("starting the VM");
+    let spec = VmSpec::vmware("vmware", image).or_panic("preparing the VMware VM");
+    let mut vm = Vm::start(&net, spec).or_panic("starting the VM");
     // The only NIC is a vmxnet3, so a lease and /readyz prove its driver
-    // loaded; the firmware read the slot through pvscsi.
+    // works; STATE on a SCSI disk proves the pvscsi driver found the VMDK.
     let ip = vm
         .wait_for_ready(timeout(BOOT))
         .or_panic("cairn.vmdk on pvscsi/vmxnet3 never became ready");
     assert_healthy(&vm, ip);
+    vm.wait_for_console(STATE_ON_SCSI_DISK, Duration::ZERO)
+        .or_panic("STATE was not mounted from the pvscsi disk");
 }
 
 #[test]
