@@ -9,7 +9,10 @@
 //! fails. These tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN); without
 //! it they fail rather than skip.
 
-#![expect(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
