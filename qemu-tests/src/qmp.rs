@@ -411,6 +411,110 @@ mod tests {
         ));
     }
 
+    /// A scripted QMP server: greets, then answers each received line with
+    /// the next canned reply lines (ids are copied from the request).
+    fn fake_server(
+        replies: Vec<Vec<&'static str>>,
+    ) -> (tempfile::TempDir, std::thread::JoinHandle<Vec<Value>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            writer.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"major\": 7, \"minor\": 2, \"micro\": 0}}, \"capabilities\": []}}\r\n").unwrap();
+            let mut received = Vec::new();
+            for reply in replies {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                let request: Value = serde_json::from_str(&line).unwrap();
+                let id = request["id"].clone();
+                received.push(request);
+                for template in reply {
+                    writer
+                        .write_all(template.replace("$ID", &id.to_string()).as_bytes())
+                        .unwrap();
+                    writer.write_all(b"\r\n").unwrap();
+                }
+            }
+            received
+        });
+        (dir, handle)
+    }
+
+    #[test]
+    fn client_negotiates_then_keeps_events_that_arrive_before_a_reply() {
+        let (dir, server) = fake_server(vec![
+            vec![r#"{"return": {}, "id": $ID}"#],
+            vec![
+                r#"{"event": "POWERDOWN", "data": {}, "timestamp": {"seconds": 1, "microseconds": 0}}"#,
+                r#"{"return": {}, "id": $ID}"#,
+            ],
+            vec![
+                r#"{"return": {"status": "running", "running": true, "singlestep": false}, "id": $ID}"#,
+            ],
+            vec![r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": $ID}"#],
+        ]);
+        let path = dir.path().join("qmp.sock");
+        let mut client =
+            QmpClient::connect(&path, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        assert_eq!(client.version(), "7.2.0");
+        client.system_powerdown().unwrap();
+        assert_eq!(
+            client
+                .take_events()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>(),
+            ["POWERDOWN"]
+        );
+        assert_eq!(
+            client.query_status().unwrap(),
+            RunStatus {
+                running: true,
+                status: "running".into()
+            }
+        );
+        let err = client.execute(&QmpCommand::SystemReset).unwrap_err();
+        assert!(
+            matches!(err, QmpError::Command { command: "system_reset", ref desc, .. } if desc == "nope"),
+            "{err:?}"
+        );
+        drop(client);
+        let sent: Vec<String> = server
+            .join()
+            .unwrap()
+            .iter()
+            .map(|v| v["execute"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "qmp_capabilities",
+                "system_powerdown",
+                "query-status",
+                "system_reset"
+            ]
+        );
+    }
+
+    #[test]
+    fn quit_counts_a_closed_connection_as_success() {
+        let (dir, server) = fake_server(vec![vec![r#"{"return": {}, "id": $ID}"#], vec![]]);
+        let mut client = QmpClient::connect(
+            &dir.path().join("qmp.sock"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let sent = std::thread::spawn(move || server.join().unwrap());
+        client.quit().unwrap();
+        assert_eq!(sent.join().unwrap().len(), 2);
+    }
+
     proptest! {
         #[test]
         fn encoded_commands_carry_their_id_and_name(id in any::<u64>(), up in any::<bool>(), device in "[a-z0-9]{1,10}") {
