@@ -5,7 +5,7 @@
 //! the whole boot story in order with the kernel's own messages. The kernel
 //! already echoes kmsg lines below `console_loglevel` to the console; only
 //! the lines it would hide are written to the console by us, so nothing is
-//! printed twice.
+//! printed twice. Debug lines are the exception: they stay in the kernel log.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -75,7 +75,9 @@ impl Log {
                 echoed = (level as u8) < self.console_loglevel;
             }
         }
-        if echoed {
+        // Debug lines stay in the kernel log unless the kernel shows them
+        // itself (`loglevel=8`): module loads would flood a serial console.
+        if echoed || (level == Level::Debug && self.kmsg.is_some()) {
             return;
         }
         let line = format!("cairn-init: {}: {msg}\n", level.tag());
