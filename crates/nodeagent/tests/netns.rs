@@ -433,6 +433,37 @@ fn static_config_is_applied_to_a_hotplugged_link() {
             // The veth peer is virtual and unnamed: left alone (still down).
             assert!(!ip("link show dev late1").contains(",UP"));
 
+            // A new config (as from a fetched `cairn.config=http://...`)
+            // replaces the old addresses and routes.
+            net.reconfigure(config(
+                "[[network.interfaces]]\nname = \"late0\"\naddresses = [\"10.78.0.6/24\"]\n",
+            ))
+            .await
+            .unwrap();
+            wait_status(
+                &mut status,
+                Duration::from_secs(10),
+                "the new address",
+                |s| {
+                    s.links.values().any(|l| {
+                        l.static_addresses
+                            .iter()
+                            .any(|a| a.to_string() == "10.78.0.6/24")
+                    })
+                },
+            )
+            .await;
+            let addr = ip("-4 addr show dev late0");
+            assert!(
+                addr.contains("inet 10.78.0.6/24") && !addr.contains("10.78.0.5"),
+                "{addr}"
+            );
+            let routes = ip("-4 route show");
+            assert!(
+                !routes.contains("default") && !routes.contains("10.90.0.0/16"),
+                "{routes}"
+            );
+
             // The link goes away: it leaves the status.
             ip("link del late0");
             wait_status(

@@ -1,7 +1,7 @@
 //! The health port: plain, read-only HTTP on `:7480`.
 //!
 //! - `GET /healthz`: 200 `ok` while the agent's main loop is ticking (it
-//!   beats every second; three seconds of silence count as stalled, 503).
+//!   beats every second; ten seconds of silence count as stalled, 503).
 //! - `GET /readyz`: 200 once the agent is alive and at least one link holds
 //!   an address (from DHCP or static config), else 503 with a one-line
 //!   reason. When the machine config was refused the body says so, but
@@ -33,7 +33,7 @@ use crate::net::NetworkStatus;
 pub const HEALTH_PORT: u16 = 7480;
 
 /// How long the main loop may stay silent before /healthz fails.
-pub const STALL_AFTER: Duration = Duration::from_secs(3);
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// The agent loop's heartbeat and the first-ready time.
 #[derive(Debug)]
