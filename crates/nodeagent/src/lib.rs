@@ -39,7 +39,11 @@ use std::io::IsTerminal;
 /// `nodeagent=debug,mozim=debug`, ...).
 pub const ENV_LOG: &str = "CAIRN_LOG";
 
-/// The filter used when [`ENV_LOG`] is unset. netlink's crates log every
+/// Kernel command line parameter with the same meaning, for booted nodes:
+/// cairn-init starts cairnd with a clean environment.
+pub const CMDLINE_LOG_PARAM: &str = "cairn.log";
+
+/// The filter used when neither is set. netlink's crates log every
 /// message at debug level, so they are held to warnings.
 pub const DEFAULT_LOG_FILTER: &str = "info,netlink_proto=warn,netlink_sys=warn,rtnetlink=warn";
 
@@ -55,14 +59,38 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
+/// The log filter: [`ENV_LOG`], else `cairn.log=` from `cmdline`, else
+/// [`DEFAULT_LOG_FILTER`].
+pub fn log_filter_spec(env: Option<String>, cmdline: &str) -> String {
+    env.filter(|v| !v.trim().is_empty())
+        .or_else(|| config::source::cmdline_param(cmdline, CMDLINE_LOG_PARAM))
+        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned())
+}
+
+/// Whether to colour the log: only on a terminal, and not when the
+/// environment says no (`NO_COLOR`, `TERM` unset or `dumb`; cairn-init
+/// starts cairnd without `TERM`, so the console log stays plain).
+pub fn use_ansi(is_terminal: bool, term: Option<&str>, no_color: bool) -> bool {
+    is_terminal && !no_color && term.is_some_and(|t| !t.is_empty() && t != "dumb")
+}
+
 /// Sends tracing events (and `log` records from dependencies) to stderr,
-/// which cairn-init connects to the console. Colours only on a terminal.
+/// which cairn-init connects to the console.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let spec = log_filter_spec(std::env::var(ENV_LOG).ok(), &cmdline);
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("cairnd: ignoring bad log filter {spec:?}: {e}");
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
+    });
+    let ansi = use_ansi(
+        std::io::stderr().is_terminal(),
+        std::env::var("TERM").ok().as_deref(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let result = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .try_init();
     if let Err(e) = result {
@@ -73,6 +101,28 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filter_comes_from_env_then_cmdline_then_default() {
+        assert_eq!(
+            log_filter_spec(Some("debug".into()), "cairn.log=warn"),
+            "debug"
+        );
+        assert_eq!(
+            log_filter_spec(Some(" ".into()), "quiet cairn.log=warn"),
+            "warn"
+        );
+        assert_eq!(log_filter_spec(None, "quiet"), DEFAULT_LOG_FILTER);
+    }
+
+    #[test]
+    fn colours_only_on_a_real_terminal() {
+        assert!(use_ansi(true, Some("xterm-256color"), false));
+        assert!(!use_ansi(false, Some("xterm"), false));
+        assert!(!use_ansi(true, None, false), "cairn-init clears TERM");
+        assert!(!use_ansi(true, Some("dumb"), false));
+        assert!(!use_ansi(true, Some("xterm"), true), "NO_COLOR wins");
+    }
 
     #[test]
     fn error_chain_joins_every_source() {

@@ -202,11 +202,17 @@ pub enum FetchError {
 }
 
 /// Finds the value of `cairn.config` on a kernel command line.
+pub fn cmdline_config_value(cmdline: &str) -> Option<String> {
+    cmdline_param(cmdline, CMDLINE_PARAM)
+}
+
+/// Finds the value of parameter `name` (`name=value`) on a kernel command
+/// line.
 ///
 /// Follows the kernel's own tokenizer: whitespace separates parameters and
 /// double quotes may wrap a value that contains spaces. When the parameter
 /// repeats, the last one wins, as for most kernel parameters.
-pub fn cmdline_config_value(cmdline: &str) -> Option<String> {
+pub fn cmdline_param(cmdline: &str, name: &str) -> Option<String> {
     let mut found = None;
     let mut chars = cmdline.chars().peekable();
     loop {
@@ -227,10 +233,7 @@ pub fn cmdline_config_value(cmdline: &str) -> Option<String> {
         if token == "--" {
             return found;
         }
-        if let Some(value) = token
-            .strip_prefix(CMDLINE_PARAM)
-            .and_then(|v| v.strip_prefix('='))
-        {
+        if let Some(value) = token.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
             found = Some(value.to_owned());
         }
     }
