@@ -257,6 +257,12 @@ pub struct Ipv4Cidr {
 }
 
 impl Ipv4Cidr {
+    /// `0.0.0.0/0`, the destination of a default route.
+    pub const ANY: Self = Self {
+        addr: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+    };
+
     /// Builds a CIDR from parts; `None` if the prefix is longer than 32.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
         (prefix <= 32).then_some(Self { addr, prefix })

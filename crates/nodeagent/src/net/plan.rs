@@ -99,7 +99,7 @@ impl LinkAddressing {
 
 /// `0.0.0.0/0`.
 pub fn default_destination() -> Ipv4Cidr {
-    Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or_else(|| unreachable!("0 is a valid prefix"))
+    Ipv4Cidr::ANY
 }
 
 /// One step that brings a link from one [`LinkAddressing`] to another.
