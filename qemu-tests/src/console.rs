@@ -16,6 +16,10 @@ pub const ORDERLY_POWEROFF: [&str; 3] = [
     r"(?i)unmounted /var",
 ];
 
+/// cairn-init has opened the power button's input device: a press from
+/// now on is seen (before this, ACPI would deliver it to nobody).
+pub const POWER_BUTTON_WATCHED: &str = r"(?i)watching power button";
+
 /// cairnd refusing a machine config and carrying on with the embedded
 /// default; the message between names the source and the offending key.
 pub const CONFIG_REFUSED: &str = r"(?i)machine config refused: .+; running on the embedded default";

@@ -16,7 +16,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_tests::console::{CONFIG_REFUSED, ORDERLY_POWEROFF, STATE_ON_SCSI_DISK};
+use qemu_tests::console::{
+    CONFIG_REFUSED, ORDERLY_POWEROFF, POWER_BUTTON_WATCHED, STATE_ON_SCSI_DISK,
+};
 use qemu_tests::{Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, paths, timeout};
 
 /// One guest booting alone: OVMF + systemd-boot + kernel + userland under
@@ -158,8 +160,10 @@ fn qmp_system_powerdown_powers_off_cleanly_within_30s() {
     let net = network("qmp_system_powerdown_powers_off_cleanly_within_30s");
     let mut vm =
         Vm::start(&net, VmSpec::virtio_disk("powerdown", image)).or_panic("starting the VM");
-    vm.wait_for_ready(timeout(BOOT))
-        .or_panic("the VM never became ready");
+    // The power path must not depend on the network coming up, so the
+    // precondition is init's button watcher, not /readyz.
+    vm.wait_for_console(POWER_BUTTON_WATCHED, timeout(BOOT))
+        .or_panic("cairn-init never started watching the power button");
     let before = vm.console_len();
     let qmp = vm.qmp().or_panic("connecting to QMP");
     let status = qmp.query_status().or_panic("query-status");
