@@ -230,11 +230,6 @@ fn note_readiness(status: &NetworkStatus, liveness: &Liveness) {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
-    let started = Instant::now();
-    let liveness = Arc::new(Liveness::new(started));
-    liveness.beat(started);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "cairnd starting");
-
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| AgentError::Signal {
         name: "SIGTERM",
         source,
@@ -243,6 +238,25 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         name: "SIGINT",
         source,
     })?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT received; shutting down"),
+        }
+    };
+    run_until(options, stop).await
+}
+
+/// Runs the agent until `stop` completes (or something fails).
+pub async fn run_until(
+    options: AgentOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let liveness = Arc::new(Liveness::new(started));
+    liveness.beat(started);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "cairnd starting");
+    let mut stop = std::pin::pin!(stop);
 
     let paths = options.config_paths.clone();
     let discovered = tokio::task::spawn_blocking(move || discover(&paths))
@@ -299,14 +313,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 }
                 note_readiness(&status.borrow_and_update(), &liveness);
             }
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM received; shutting down");
-                break Ok(());
-            }
-            _ = sigint.recv() => {
-                tracing::info!("SIGINT received; shutting down");
-                break Ok(());
-            }
+            () = &mut stop => break Ok(()),
             result = &mut server => {
                 break Err(match result {
                     Ok(Ok(())) => AgentError::Serve(io::Error::other("server exited")),

@@ -21,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, unshare};
-use nodeagent::config::{ConfigOrigin, MachineConfig, parse};
+use nodeagent::agent::AgentOptions;
+use nodeagent::config::{ConfigOrigin, ConfigPaths, MachineConfig, parse};
 use nodeagent::net::hostname::HostnameSource;
 use nodeagent::net::{NetworkHandle, NetworkOptions, NetworkStatus};
 
@@ -121,6 +122,53 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// A one-file HTTP server on a thread (in the namespace it was started
+/// from); stops when dropped.
+struct HttpFile {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpFile {
+    fn serve(addr: &str, body: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 2048];
+                        let _ = conn.read(&mut buf);
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HttpFile {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 enum ServerCommand {
     /// Kill dnsmasq (and wait for it), then acknowledge.
     KillDnsmasq(std::sync::mpsc::Sender<()>),
@@ -138,12 +186,14 @@ struct DhcpServer {
 
 impl DhcpServer {
     /// Moves `interface` (in the caller's namespace) into a new namespace,
-    /// gives it `address` and runs dnsmasq on it with `args`.
+    /// gives it `address` and runs dnsmasq on it with `args`; with `http`,
+    /// also serves that body on port 8080 of the address.
     fn start(
         dir: &Path,
         interface: &'static str,
         address: &'static str,
         args: Vec<String>,
+        http: Option<String>,
     ) -> Self {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (moved_tx, moved_rx) = std::sync::mpsc::channel::<()>();
@@ -160,6 +210,8 @@ impl DhcpServer {
             ip(&format!("addr add {address} dev {interface}"));
             ip(&format!("link set {interface} up"));
             let mut dnsmasq = Some(Dnsmasq::start(&server_dir, interface, &args));
+            let ip_only = address.split('/').next().unwrap();
+            let _http = http.map(|body| HttpFile::serve(&format!("{ip_only}:8080"), body));
             let _ = ready_tx.send(());
             // Runs until told to exit or the handle is dropped.
             while let Ok(ServerCommand::KillDnsmasq(done)) = control_rx.recv() {
@@ -250,6 +302,10 @@ const CLIENT_MAC: &str = "02:00:00:77:00:02";
 /// A veth pair: `cairn-cli` (down, no address) stays here for the agent;
 /// `cairn-srv` (10.77.0.1/24) goes to the DHCP server's namespace.
 fn dhcp_setup(dir: &Path) -> DhcpServer {
+    dhcp_setup_with_http(dir, None)
+}
+
+fn dhcp_setup_with_http(dir: &Path, http: Option<String>) -> DhcpServer {
     ip("link set lo up");
     ip("link add cairn-srv type veth peer name cairn-cli");
     ip(&format!("link set cairn-cli address {CLIENT_MAC}"));
@@ -264,7 +320,7 @@ fn dhcp_setup(dir: &Path) -> DhcpServer {
         "--dhcp-option=option:T1,8".to_owned(),
         "--dhcp-option=option:T2,14".to_owned(),
     ];
-    DhcpServer::start(dir, "cairn-srv", "10.77.0.1/24", args.to_vec())
+    DhcpServer::start(dir, "cairn-srv", "10.77.0.1/24", args.to_vec(), http)
 }
 
 #[test]
@@ -564,5 +620,124 @@ fn cairnd_serves_health_and_exits_cleanly_on_sigterm() {
             !log.contains('\u{1b}'),
             "no ANSI colours when stderr is not a terminal"
         );
+    });
+}
+
+/// Agent options for a test: config sources and sysfs under `dir`, where
+/// `cairn-cli` looks like a physical NIC so the default config manages it.
+fn agent_options(dir: &Path, cmdline: &str) -> AgentOptions {
+    std::fs::create_dir_all(dir.join("sys/cairn-cli/device")).unwrap();
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    AgentOptions {
+        config_paths: ConfigPaths {
+            cmdline: dir.join("cmdline"),
+            esp: dir.join("efi/cairn/config.toml"),
+            fw_cfg: dir.join("fw_cfg/raw"),
+        },
+        network: NetworkOptions {
+            sysfs_net: dir.join("sys"),
+            resolv_conf: dir.join("resolv.conf"),
+            ..NetworkOptions::default()
+        },
+        health_addr: "127.0.0.1:7480".parse().unwrap(),
+        ..AgentOptions::default()
+    }
+}
+
+async fn get(path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || http_get(&path).unwrap_or((0, String::new())))
+        .await
+        .unwrap()
+}
+
+async fn eventually_async(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn agent_fetches_an_http_config_after_dhcp_and_applies_it() {
+    in_fresh_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fetched = "[node]\nhostname = \"fetched-node\"\n".to_owned();
+        let server = dhcp_setup_with_http(dir.path(), Some(fetched));
+        let options = agent_options(
+            dir.path(),
+            "console=ttyS0 cairn.config=http://10.77.0.1:8080/node.toml panic=10\n",
+        );
+        runtime().block_on(async {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let agent = tokio::spawn(nodeagent::agent::run_until(options, async {
+                let _ = stopped.await;
+            }));
+
+            // DHCP first (the default config), then the fetched config.
+            eventually_async(Duration::from_secs(40), "the fetched config to be in force", async || {
+                get("/metrics")
+                    .await
+                    .1
+                    .contains("cairn_config_source{source=\"cmdline\",requested=\"cmdline\",error=\"0\"} 1")
+            })
+            .await;
+            eventually_async(Duration::from_secs(5), "the fetched host name", async || {
+                nix::unistd::gethostname().unwrap() == "fetched-node"
+            })
+            .await;
+            let (code, body) = get("/readyz").await;
+            assert_eq!((code, body.as_str()), (200, "ready\n"));
+            let (_, metrics) = get("/metrics").await;
+            assert!(metrics.contains("cairn_boot_duration_seconds "), "{metrics}");
+            assert!(metrics.contains("cairn_network_addressed_links 1\n"), "{metrics}");
+            assert!(ip("-4 addr show dev cairn-cli").contains("inet 10.77.0.55/24"));
+
+            let asked = Instant::now();
+            stop.send(()).unwrap();
+            agent.await.unwrap().unwrap();
+            assert!(asked.elapsed() < Duration::from_secs(3), "shutdown took {:?}", asked.elapsed());
+            assert!(server.log().contains("DHCPRELEASE(cairn-srv) 10.77.0.55"), "{}", server.log());
+        });
+    });
+}
+
+#[test]
+fn agent_runs_on_the_default_when_the_esp_config_is_refused() {
+    in_fresh_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let _server = dhcp_setup(dir.path());
+        let options = agent_options(dir.path(), "console=ttyS0 panic=10\n");
+        let esp = options.config_paths.esp.clone();
+        std::fs::create_dir_all(esp.parent().unwrap()).unwrap();
+        let bad = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/machine/invalid/bad-cidr.toml");
+        std::fs::copy(bad, &esp).unwrap();
+        runtime().block_on(async {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let agent = tokio::spawn(nodeagent::agent::run_until(options, async {
+                let _ = stopped.await;
+            }));
+            // The embedded default (DHCP on every physical NIC) brings the node up.
+            eventually_async(Duration::from_secs(40), "/readyz 200", async || get("/readyz").await.0 == 200).await;
+            let (_, body) = get("/readyz").await;
+            let expected = format!(
+                "ready\nconfig: running on the embedded default: {} (esp): network.interfaces[0].addresses[1]: invalid CIDR \"10.0.0.300/24\"",
+                esp.display()
+            );
+            assert!(body.starts_with(&expected), "{body}");
+            let (_, metrics) = get("/metrics").await;
+            assert!(
+                metrics.contains("cairn_config_source{source=\"default\",requested=\"esp\",error=\"1\"} 1"),
+                "{metrics}"
+            );
+            assert_eq!(nix::unistd::gethostname().unwrap(), "dhcp-node");
+            stop.send(()).unwrap();
+            agent.await.unwrap().unwrap();
+        });
     });
 }
