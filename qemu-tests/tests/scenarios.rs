@@ -79,7 +79,8 @@ fn pxe_boot_without_disk_reaches_readyz() {
     let log = net.dnsmasq_log();
     for file in ["boot.ipxe", "vmlinuz", "initramfs.img"] {
         assert!(
-            log.lines().any(|l| l.contains("sent") && l.contains(file)),
+            log.lines().any(|l| l.contains("dnsmasq-tftp")
+                && l.contains(&format!("sent {}", image.pxe_dir().join(file).display()))),
             "dnsmasq never sent {file} over TFTP; its log:\n{log}"
         );
     }
