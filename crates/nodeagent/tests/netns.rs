@@ -172,6 +172,8 @@ impl Drop for HttpFile {
 enum ServerCommand {
     /// Kill dnsmasq (and wait for it), then acknowledge.
     KillDnsmasq(std::sync::mpsc::Sender<()>),
+    /// Set the server's end of the veth up (the client sees carrier).
+    LinkUp(std::sync::mpsc::Sender<()>),
 }
 
 /// A DHCP server in a network namespace of its own, on the far end of a
@@ -194,6 +196,7 @@ impl DhcpServer {
         address: &'static str,
         args: Vec<String>,
         http: Option<String>,
+        start_down: bool,
     ) -> Self {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (moved_tx, moved_rx) = std::sync::mpsc::channel::<()>();
@@ -208,15 +211,25 @@ impl DhcpServer {
             }
             ip("link set lo up");
             ip(&format!("addr add {address} dev {interface}"));
-            ip(&format!("link set {interface} up"));
+            if !start_down {
+                ip(&format!("link set {interface} up"));
+            }
             let mut dnsmasq = Some(Dnsmasq::start(&server_dir, interface, &args));
             let ip_only = address.split('/').next().unwrap();
             let _http = http.map(|body| HttpFile::serve(&format!("{ip_only}:8080"), body));
             let _ = ready_tx.send(());
             // Runs until told to exit or the handle is dropped.
-            while let Ok(ServerCommand::KillDnsmasq(done)) = control_rx.recv() {
-                dnsmasq = None;
-                let _ = done.send(());
+            while let Ok(command) = control_rx.recv() {
+                match command {
+                    ServerCommand::KillDnsmasq(done) => {
+                        dnsmasq = None;
+                        let _ = done.send(());
+                    }
+                    ServerCommand::LinkUp(done) => {
+                        ip(&format!("link set {interface} up"));
+                        let _ = done.send(());
+                    }
+                }
             }
             drop(dnsmasq);
         });
@@ -240,6 +253,15 @@ impl DhcpServer {
 
     fn leases(&self) -> String {
         std::fs::read_to_string(self.dir.join("dnsmasq.leases")).unwrap_or_default()
+    }
+
+    /// Sets the server's link up (when started down).
+    fn link_up(&self) {
+        let (done, up) = std::sync::mpsc::channel();
+        if let Some(c) = &self.control {
+            c.send(ServerCommand::LinkUp(done)).unwrap();
+        }
+        up.recv().expect("server thread died");
     }
 
     /// Kills dnsmasq but keeps the namespace (and so the veth pair).
@@ -302,10 +324,14 @@ const CLIENT_MAC: &str = "02:00:00:77:00:02";
 /// A veth pair: `cairn-cli` (down, no address) stays here for the agent;
 /// `cairn-srv` (10.77.0.1/24) goes to the DHCP server's namespace.
 fn dhcp_setup(dir: &Path) -> DhcpServer {
-    dhcp_setup_with_http(dir, None)
+    dhcp_setup_full(dir, None, false)
 }
 
 fn dhcp_setup_with_http(dir: &Path, http: Option<String>) -> DhcpServer {
+    dhcp_setup_full(dir, http, false)
+}
+
+fn dhcp_setup_full(dir: &Path, http: Option<String>, start_down: bool) -> DhcpServer {
     ip("link set lo up");
     ip("link add cairn-srv type veth peer name cairn-cli");
     ip(&format!("link set cairn-cli address {CLIENT_MAC}"));
@@ -320,7 +346,14 @@ fn dhcp_setup_with_http(dir: &Path, http: Option<String>) -> DhcpServer {
         "--dhcp-option=option:T1,8".to_owned(),
         "--dhcp-option=option:T2,14".to_owned(),
     ];
-    DhcpServer::start(dir, "cairn-srv", "10.77.0.1/24", args.to_vec(), http)
+    DhcpServer::start(
+        dir,
+        "cairn-srv",
+        "10.77.0.1/24",
+        args.to_vec(),
+        http,
+        start_down,
+    )
 }
 
 #[test]
@@ -389,6 +422,40 @@ fn dhcp_lease_is_applied_renewed_and_released() {
             }
             let leases = dnsmasq.leases();
             assert!(!leases.contains("10.77.0.55"), "{leases}");
+        });
+    });
+}
+
+#[test]
+fn dhcp_starts_over_at_once_when_the_carrier_comes_up() {
+    in_fresh_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        // The server's end is down: the client has no carrier, and its
+        // DISCOVERs go nowhere.
+        let server = dhcp_setup_full(dir.path(), None, true);
+        let cfg = config("[[network.interfaces]]\nname = \"cairn-cli\"\n");
+        runtime().block_on(async {
+            let (net, _task) = NetworkHandle::spawn(cfg, options(dir.path())).unwrap();
+            let mut status = net.status();
+            // mozim retransmits after 3-5 s, then after 7-9 s more: nothing
+            // would go out between about 5.2 s and 10 s after start.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert!(!status.borrow().is_configured());
+            let up = Instant::now();
+            server.link_up();
+            wait_status(
+                &mut status,
+                Duration::from_secs(20),
+                "a lease after carrier up",
+                NetworkStatus::is_configured,
+            )
+            .await;
+            assert!(
+                up.elapsed() < Duration::from_millis(2500),
+                "lease took {:?} after carrier up: discovery was not restarted",
+                up.elapsed()
+            );
+            net.shutdown().await.unwrap();
         });
     });
 }

@@ -391,8 +391,9 @@ impl NetworkTask {
             let unchanged = self
                 .links
                 .get(&link.index)
-                .is_some_and(|rt| rt.role == role && rt.info == *link);
+                .is_some_and(|rt| rt.role == role && rt.info.same_device(link));
             if unchanged {
+                self.on_carrier(link).await;
                 self.retry(link.index).await;
                 continue;
             }
@@ -445,20 +446,7 @@ impl NetworkTask {
             && m.dhcp
         {
             match rt.info.mac {
-                Some(mac) => {
-                    let params = DhcpParams {
-                        index: rt.info.index,
-                        name: rt.info.name.clone(),
-                        mac,
-                        accept_mtu: m.accept_dhcp_mtu,
-                        hostname: self.config.node.hostname.clone(),
-                    };
-                    rt.dhcp = Some(DhcpHandle::spawn(
-                        params,
-                        self.netlink.clone(),
-                        self.dhcp_tx.clone(),
-                    ));
-                }
+                Some(_) => rt.dhcp = self.spawn_dhcp(&rt),
                 None => {
                     let message = "no Ethernet address; DHCP needs one".to_owned();
                     tracing::warn!(link = %rt.info.name, "{message}");
@@ -467,6 +455,43 @@ impl NetworkTask {
             }
         }
         rt
+    }
+
+    fn spawn_dhcp(&self, rt: &LinkRuntime) -> Option<DhcpHandle> {
+        let LinkRole::Managed(m) = &rt.role else {
+            return None;
+        };
+        let params = DhcpParams {
+            index: rt.info.index,
+            name: rt.info.name.clone(),
+            mac: rt.info.mac?,
+            accept_mtu: m.accept_dhcp_mtu,
+            hostname: self.config.node.hostname.clone(),
+        };
+        Some(DhcpHandle::spawn(
+            params,
+            self.netlink.clone(),
+            self.dhcp_tx.clone(),
+        ))
+    }
+
+    /// Records the link's carrier. When it comes up on a link still waiting
+    /// for a lease, DHCP starts over at once rather than after its
+    /// retransmission backoff (up to a minute).
+    async fn on_carrier(&mut self, now: &LinkInfo) {
+        let Some(mut rt) = self.links.remove(&now.index) else {
+            return;
+        };
+        let restart = rt.info.carrier_came_up(now) && rt.lease.is_none() && rt.dhcp.is_some();
+        rt.info.carrier = now.carrier;
+        if restart {
+            tracing::info!(link = %rt.info.name, "carrier up; restarting DHCP discovery");
+            if let Some(h) = rt.dhcp.take() {
+                h.stop(StopMode::Abandon).await;
+            }
+            rt.dhcp = self.spawn_dhcp(&rt);
+        }
+        self.links.insert(now.index, rt);
     }
 
     async fn retry(&mut self, index: u32) {

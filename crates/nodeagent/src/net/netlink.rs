@@ -162,8 +162,10 @@ impl Netlink {
         let mut name = None;
         let mut address = None;
         let mut permanent = None;
+        let mut carrier = false;
         for attr in &msg.attributes {
             match attr {
+                LinkAttribute::Carrier(c) => carrier = *c != 0,
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
                 LinkAttribute::Address(a) => address = MacAddr::from_slice(a),
                 LinkAttribute::PermAddress(a) => permanent = MacAddr::from_slice(a),
@@ -178,6 +180,7 @@ impl Netlink {
             // config that selects by MAC keeps matching.
             mac: permanent.or(address).filter(|m| m.octets() != [0; 6]),
             name,
+            carrier,
         })
     }
 

@@ -49,6 +49,25 @@ pub struct LinkInfo {
     pub mac: Option<MacAddr>,
     /// Loopback, physical or virtual.
     pub kind: LinkKind,
+    /// Whether the link has carrier (a cable, a peer).
+    pub carrier: bool,
+}
+
+impl LinkInfo {
+    /// Whether `other` is the same device under the same name and address:
+    /// carrier changes do not make a link a different one.
+    pub fn same_device(&self, other: &Self) -> bool {
+        self.index == other.index
+            && self.name == other.name
+            && self.mac == other.mac
+            && self.kind == other.kind
+    }
+
+    /// Whether going from `self` to `now` means the carrier came up: the
+    /// moment to restart DHCP discovery instead of waiting out its backoff.
+    pub fn carrier_came_up(&self, now: &Self) -> bool {
+        !self.carrier && now.carrier
+    }
 }
 
 /// A route the agent owns on one link.
@@ -271,6 +290,7 @@ mod tests {
             name: name.into(),
             mac: (kind != LinkKind::Loopback).then_some(MacAddr::new([0x52, 0x54, 0, 0, 0, mac])),
             kind,
+            carrier: true,
         }
     }
 
@@ -395,6 +415,22 @@ mod tests {
             2,
             "teardown removes what was added"
         );
+    }
+
+    #[test]
+    fn carrier_changes_keep_the_device_and_flag_the_rising_edge() {
+        let mut down = link(2, "eth0", 1, LinkKind::Physical);
+        down.carrier = false;
+        let up = link(2, "eth0", 1, LinkKind::Physical);
+        assert!(down.same_device(&up));
+        assert!(down.carrier_came_up(&up));
+        assert!(
+            !up.carrier_came_up(&down),
+            "losing carrier keeps the lease (RFC 2131 4.4.5)"
+        );
+        assert!(!up.carrier_came_up(&up));
+        let renamed = link(2, "lan0", 1, LinkKind::Physical);
+        assert!(!up.same_device(&renamed));
     }
 
     #[test]
