@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use self::metrics::{MetricsSnapshot, ProcSample};
 use crate::config::ConfigReport;
-use crate::net::NetworkStatus;
+use crate::net::{Addressing, NetworkStatus};
 
 /// The port of the health server.
 pub const HEALTH_PORT: u16 = 7480;
@@ -114,8 +114,31 @@ pub fn not_ready_reason(state: &HealthState, now: Instant) -> Option<String> {
     if silence > STALL_AFTER {
         return Some(format!("agent loop stalled for {}s", silence.as_secs()));
     }
-    if !state.network.borrow().is_configured() {
-        return Some("network not configured: no link has an address yet".to_owned());
+    let network = state.network.borrow();
+    if !network.is_configured() {
+        let mut reason = "network not configured: no link has an address yet".to_owned();
+        // Name what each addressable link is waiting for, so an operator
+        // reading /readyz sees "no DHCP answer" vs "static address refused".
+        let details: Vec<String> = network
+            .links
+            .values()
+            .filter_map(|l| {
+                let waiting = match l.addressing {
+                    Addressing::Loopback | Addressing::UpOnly => return None,
+                    Addressing::Dhcp | Addressing::DhcpAndStatic => "waiting for a DHCP lease",
+                    Addressing::Static => "static addresses not applied",
+                };
+                Some(match &l.error {
+                    Some(e) => format!("{}: {waiting} ({e})", l.name),
+                    None => format!("{}: {waiting}", l.name),
+                })
+            })
+            .collect();
+        if !details.is_empty() {
+            reason.push_str("; ");
+            reason.push_str(&details.join("; "));
+        }
+        return Some(reason);
     }
     None
 }
@@ -227,7 +250,7 @@ mod tests {
 
     use super::*;
     use crate::config::{ConfigOrigin, Ipv4Cidr};
-    use crate::net::{Addressing, LinkStatus};
+    use crate::net::LinkStatus;
 
     struct Fixture {
         state: HealthState,
@@ -313,6 +336,36 @@ mod tests {
         let (code, body, _) = call(&state, "GET", "/healthz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.starts_with("agent loop stalled"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readyz_names_what_each_link_waits_for() {
+        let f = fixture();
+        let mut status = addressed();
+        for link in status.links.values_mut() {
+            link.static_addresses.clear();
+            link.error = Some("cannot add address 10.0.0.5/24 to link 2: File exists".into());
+        }
+        status.links.insert(
+            3,
+            LinkStatus {
+                name: "eth1".into(),
+                mac: None,
+                addressing: Addressing::Dhcp,
+                static_addresses: vec![],
+                lease: None,
+                error: None,
+            },
+        );
+        f.network.send(status).unwrap();
+        let (code, body, _) = call(&f.state, "GET", "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "not ready: network not configured: no link has an address yet; \
+             eth0: static addresses not applied (cannot add address 10.0.0.5/24 to link 2: File exists); \
+             eth1: waiting for a DHCP lease\n"
+        );
     }
 
     #[tokio::test]
