@@ -202,17 +202,32 @@ fn invalid_machine_config_falls_back_to_default_and_reports_it() {
     let image = image();
     let net = network("invalid_machine_config_falls_back_to_default_and_reports_it");
     for (i, config) in configs.iter().enumerate() {
+        let text = std::fs::read_to_string(config).or_panic("reading an invalid config");
+        // Each file names the error it must produce in `# expect-error:` lines.
+        let expected: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("# expect-error:"))
+            .map(|e| regex::escape(e.trim()))
+            .collect();
         let spec = VmSpec::virtio_disk(&format!("invalid-{i}"), image).with_machine_config(config);
         let mut vm = Vm::start(&net, spec).or_panic("starting the VM");
-        let ip = vm.wait_for_ready(timeout(BOOT)).or_panic(&format!(
-            "with {} the node did not come up on the default",
-            config.display()
-        ));
-        vm.wait_for_console(CONFIG_REFUSED, Duration::ZERO)
+        let refused = vm
+            .wait_for_console(CONFIG_REFUSED, timeout(BOOT))
             .or_panic(&format!(
                 "the console does not report {} as refused",
                 config.display()
             ));
+        for pattern in &expected {
+            assert!(
+                regex::Regex::new(pattern).is_ok_and(|re| re.is_match(&refused)),
+                "the refusal of {} does not say `{pattern}`: {refused}",
+                config.display()
+            );
+        }
+        let ip = vm.wait_for_ready(timeout(BOOT)).or_panic(&format!(
+            "with {} the node did not come up on the default",
+            config.display()
+        ));
         assert_healthy(&vm, ip);
     }
 }
