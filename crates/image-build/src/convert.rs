@@ -2,8 +2,8 @@
 //!
 //! qcow2 output is already deterministic. A streamOptimized VMDK is not:
 //! qemu writes a random content id (`CID=`) into the embedded descriptor.
-//! [`set_vmdk_cid`] rewrites it in place with an id derived from the build
-//! seed; the replacement has the same length, so no offset moves.
+//! [`set_vmdk_cid`] rewrites it inside the fixed-size embedded descriptor
+//! area with an id derived from the build seed, so no other offset moves.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -102,21 +102,43 @@ pub fn descriptor_range(header: &[u8]) -> Result<(u64, u64), &'static str> {
     Ok((offset, size))
 }
 
-/// Replaces the value of the descriptor's `CID=` line with `cid`.
+/// Replaces the value of the descriptor's `CID=` line with `cid` written
+/// as 8 hex digits. qemu prints its random CID without zero padding, so the
+/// old value may be shorter; the descriptor text is rewritten and the rest
+/// of the fixed-size descriptor area NUL-filled, so nothing else moves.
 pub fn replace_cid(descriptor: &mut [u8], cid: u32) -> Result<(), &'static str> {
-    let needle = b"\nCID=";
-    let at = descriptor
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .ok_or("descriptor has no CID line")?;
-    let start = at + needle.len();
-    let value = descriptor
-        .get(start..start + 8)
-        .ok_or("descriptor CID is truncated")?;
-    if !value.iter().all(u8::is_ascii_hexdigit) {
-        return Err("descriptor CID is not 8 hex digits");
+    let text_len = descriptor
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(descriptor.len());
+    let text =
+        std::str::from_utf8(&descriptor[..text_len]).map_err(|_| "descriptor is not UTF-8")?;
+    let mut found = false;
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split_inclusive('\n') {
+        if let Some(value) = line.strip_prefix("CID=") {
+            let digits = value.trim_end();
+            if digits.is_empty()
+                || digits.len() > 8
+                || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err("descriptor CID is not a 32-bit hex number");
+            }
+            out.push_str(&format!("CID={cid:08x}"));
+            out.push_str(&value[digits.len()..]);
+            found = true;
+        } else {
+            out.push_str(line);
+        }
     }
-    descriptor[start..start + 8].copy_from_slice(format!("{cid:08x}").as_bytes());
+    if !found {
+        return Err("descriptor has no CID line");
+    }
+    if out.len() > descriptor.len() {
+        return Err("descriptor area is too small for the new CID");
+    }
+    descriptor[..out.len()].copy_from_slice(out.as_bytes());
+    descriptor[out.len()..].fill(0);
     Ok(())
 }
 
@@ -157,11 +179,21 @@ mod tests {
     #[test]
     fn only_the_cid_line_changes_not_parent_cid() {
         let mut d = DESCRIPTOR.as_bytes().to_vec();
+        d.resize(1024, 0);
         replace_cid(&mut d, 0xdead_beef).unwrap();
-        assert_eq!(
-            String::from_utf8(d).unwrap(),
-            DESCRIPTOR.replace("CID=2e0468a2", "CID=deadbeef")
-        );
+        let expected = DESCRIPTOR.replace("CID=2e0468a2", "CID=deadbeef");
+        assert_eq!(&d[..expected.len()], expected.as_bytes());
+    }
+
+    #[test]
+    fn a_cid_qemu_printed_without_zero_padding_is_replaced_in_place() {
+        let text = "# Disk DescriptorFile\nversion=1\nCID=468a2f\nparentCID=ffffffff\n";
+        let mut d = text.as_bytes().to_vec();
+        d.resize(512, 0);
+        replace_cid(&mut d, 0x0000_00ab).unwrap();
+        let expected = text.replace("CID=468a2f", "CID=000000ab");
+        assert_eq!(&d[..expected.len()], expected.as_bytes());
+        assert!(d[expected.len()..].iter().all(|b| *b == 0));
     }
 
     #[test]

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use crate::profile::{DebVersion, PackageName};
 use crate::tools::{self, HostTool, ToolError};
 
+/// Marks a completely unpacked package tree.
+const STAMP: &str = ".cairn-unpacked";
+
 /// A package pinned by the profile, and the profile keys that pin it
 /// (so errors can say which line to change).
 #[derive(Debug, Clone)]
@@ -154,23 +157,42 @@ pub fn fetch_and_unpack(pkg: &PinnedPackage, cache: &Path) -> Result<UnpackedPac
         }
     }
 
-    let root = cache.join("unpacked").join(&expected);
-    let stamp = root.join(".cairn-unpacked");
-    if !stamp.is_file() {
-        if root.exists() {
-            fs::remove_dir_all(&root).map_err(io_err(&root))?;
-        }
-        fs::create_dir_all(&root).map_err(io_err(&root))?;
+    let unpacked = cache.join("unpacked");
+    let root = unpacked.join(&expected);
+    if !root.join(STAMP).is_file() {
+        // Unpack beside the final place and rename, so concurrent builds
+        // sharing the cache never see (or remove) a half-unpacked tree.
+        fs::create_dir_all(&unpacked).map_err(io_err(&unpacked))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(&unpacked)
+            .map_err(io_err(&unpacked))?;
         tools::run(
             HostTool::DpkgDeb,
-            ["-x".as_ref(), deb.as_os_str(), root.as_os_str()],
+            ["-x".as_ref(), deb.as_os_str(), staging.path().as_os_str()],
             |_| {},
         )
         .map_err(|source| FetchError::Unpack {
             path: deb.clone(),
             source,
         })?;
+        let stamp = staging.path().join(STAMP);
         fs::write(&stamp, format!("{}={}\n", pkg.name, pkg.version)).map_err(io_err(&stamp))?;
+        if root.exists() && !root.join(STAMP).is_file() {
+            // Left by an older, interrupted builder.
+            fs::remove_dir_all(&root).map_err(io_err(&root))?;
+        }
+        let staged = staging.keep();
+        if fs::rename(&staged, &root).is_err() {
+            // Another build finished the same unpack first; theirs is as good.
+            fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
+            if !root.join(STAMP).is_file() {
+                return Err(FetchError::Io {
+                    path: root,
+                    source: std::io::Error::other("unpacked package vanished"),
+                });
+            }
+        }
     }
     Ok(UnpackedPackage {
         deb,
@@ -211,11 +233,11 @@ fn expected_sha256(pkg: &PinnedPackage) -> Result<String, FetchError> {
 fn download(pkg: &PinnedPackage, debs: &Path, dest: &Path) -> Result<(), FetchError> {
     // A private directory: apt-get names the file itself (with the epoch
     // escaped), and a half-finished download must never look cached.
-    let tmp = debs.join(format!(".download-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let tmp_dir = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(debs)
+        .map_err(io_err(debs))?;
+    let tmp = tmp_dir.path().to_owned();
     let spec = format!("{}={}", pkg.name, pkg.version);
     let result = tools::run(HostTool::AptGet, ["download", "-q", spec.as_str()], |cmd| {
         cmd.current_dir(&tmp);
@@ -240,7 +262,7 @@ fn download(pkg: &PinnedPackage, debs: &Path, dest: &Path) -> Result<(), FetchEr
                 }),
             }
         });
-    let _ = fs::remove_dir_all(&tmp);
+    drop(tmp_dir);
     outcome
 }
 

@@ -1,0 +1,187 @@
+//! End-to-end builds with the real host tools and the pinned Debian
+//! packages (fetched into the normal cache, so only the first run pays for
+//! the download).
+//!
+//! Busybox from the pinned `busybox-static` package stands in for
+//! `cairn-init` and `cairnd`: it is a static x86_64 ELF, which is all the
+//! builder checks, and it keeps these tests independent of whether the
+//! init and nodeagent crates build at the moment.
+
+use std::path::{Path, PathBuf};
+
+use image_build::build::{self, BinarySource, BuildError, BuildOptions};
+use image_build::deb::{self, FetchError, PinnedPackage};
+use image_build::profile::Profile;
+use image_build::progress::Reporter;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn default_profile() -> PathBuf {
+    workspace().join("configs/profiles/default.toml")
+}
+
+fn stand_in_binaries(dir: &Path) {
+    let profile = Profile::load(&default_profile()).expect("the default profile loads");
+    let pkg = PinnedPackage {
+        name: profile.baseline.busybox_package.clone(),
+        version: profile.baseline.busybox_version.clone(),
+        version_key: "baseline.busybox-version",
+    };
+    let unpacked = deb::fetch_and_unpack(&pkg, &deb::default_cache_dir())
+        .expect("the pinned busybox-static package can be fetched with apt");
+    for name in ["cairn-init", "cairnd"] {
+        std::fs::copy(unpacked.root.join("bin/busybox"), dir.join(name)).expect("busybox copies");
+    }
+}
+
+fn options(profile: PathBuf, output: PathBuf, bins: &Path) -> BuildOptions {
+    BuildOptions {
+        profile,
+        output,
+        cache: deb::default_cache_dir(),
+        binaries: BinarySource::Dir(bins.to_owned()),
+        source_date_epoch: Some("1700000000".to_owned()),
+        repo: workspace(),
+        machine_config: None,
+    }
+}
+
+#[test]
+fn two_builds_from_the_same_inputs_are_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bins = tmp.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    stand_in_binaries(&bins);
+
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let report = build::build(
+        &options(default_profile(), a.clone(), &bins),
+        &Reporter::quiet(),
+    )
+    .unwrap();
+    build::build(
+        &options(default_profile(), b.clone(), &bins),
+        &Reporter::quiet(),
+    )
+    .unwrap();
+
+    let artifacts = [
+        "pxe/initramfs.img",
+        "pxe/vmlinuz",
+        "pxe/boot.ipxe",
+        "cairn.raw",
+        "cairn.qcow2",
+        "cairn.vmdk",
+        "cairn.ova",
+        "SHA256SUMS",
+    ];
+    for name in artifacts {
+        let x = std::fs::read(a.join(name)).unwrap();
+        let y = std::fs::read(b.join(name)).unwrap();
+        assert!(x == y, "{name} differs between two identical builds");
+    }
+    assert!(
+        report.initramfs_bytes <= 30 * 1024 * 1024,
+        "initramfs is {} bytes, over the 30 MB budget",
+        report.initramfs_bytes
+    );
+    let status = std::process::Command::new("sha256sum")
+        .args(["--quiet", "-c", "SHA256SUMS"])
+        .current_dir(&a)
+        .status()
+        .unwrap();
+    assert!(status.success(), "SHA256SUMS does not verify");
+    // Nothing but the artifacts is left behind (no work directory).
+    let mut left: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "SHA256SUMS",
+            "cairn.ova",
+            "cairn.qcow2",
+            "cairn.raw",
+            "cairn.vmdk",
+            "pxe"
+        ]
+    );
+}
+
+#[test]
+fn a_dynamically_linked_binary_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bins = tmp.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    stand_in_binaries(&bins);
+    // coreutils' `true` is dynamically linked on Debian.
+    std::fs::copy("/usr/bin/true", bins.join("cairnd")).unwrap();
+    let err = build::build(
+        &options(default_profile(), tmp.path().join("out"), &bins),
+        &Reporter::quiet(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, BuildError::Binaries(_)), "{err:?}");
+    assert!(!tmp.path().join("out/cairn.raw").exists());
+}
+
+#[test]
+fn an_unavailable_kernel_version_names_the_profile_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(default_profile())
+        .unwrap()
+        .replace("version = \"6.1.192-2\"", "version = \"0.0.1-cairn-test\"");
+    let profile = tmp.path().join("p.toml");
+    std::fs::write(&profile, text).unwrap();
+    let err = build::build(
+        &options(profile, tmp.path().join("out"), tmp.path()),
+        &Reporter::quiet(),
+    )
+    .unwrap_err();
+    let BuildError::Fetch(FetchError::NotAvailable { key, .. }) = &err else {
+        panic!("expected NotAvailable, got {err:?}")
+    };
+    assert_eq!(*key, "kernel.version");
+    let chain = anyhow_like_chain(&err);
+    assert!(chain.contains("kernel.version"), "{chain}");
+}
+
+fn anyhow_like_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+#[test]
+fn a_module_that_does_not_exist_is_a_build_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bins = tmp.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    stand_in_binaries(&bins);
+    let text = std::fs::read_to_string(default_profile()).unwrap().replace(
+        "vmware = [\"vmxnet3\"",
+        "vmware = [\"no_such_driver\", \"vmxnet3\"",
+    );
+    let profile = tmp.path().join("p.toml");
+    std::fs::write(&profile, text).unwrap();
+    let err = build::build(
+        &options(profile, tmp.path().join("out"), &bins),
+        &Reporter::quiet(),
+    )
+    .unwrap_err();
+    let chain = anyhow_like_chain(&err);
+    assert!(
+        chain.contains("no_such_driver") && chain.contains("modules.sets.vmware"),
+        "{chain}"
+    );
+}
