@@ -133,7 +133,7 @@ pub struct BuildReport {
     pub initramfs_uncompressed_bytes: u64,
     pub modules_shipped: usize,
     pub modules_builtin: Vec<String>,
-    pub softdeps_not_followed: Vec<String>,
+    pub softdeps_unmet: Vec<String>,
     /// Artifact path (relative to the output dir) -> size in bytes.
     pub artifacts: BTreeMap<String, u64>,
 }
@@ -157,8 +157,11 @@ impl BuildReport {
                 self.modules_builtin.join(", ")
             ));
         }
-        for s in &self.softdeps_not_followed {
-            out.push_str(&format!("soft dependency not followed: {s}\n"));
+        for s in &self.softdeps_unmet {
+            out.push_str(&format!(
+                "warning: soft dependency {s} is not shipped; add a provider to the profile
+"
+            ));
         }
         for (name, size) in &self.artifacts {
             out.push_str(&format!("{name}: {} ({size} bytes)\n", human_bytes(*size)));
@@ -602,9 +605,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
             .iter()
             .map(|(n, origin)| format!("{n} ({origin})"))
             .collect(),
-        softdeps_not_followed: shipped
+        softdeps_unmet: shipped
             .closure
-            .softdeps_not_followed
+            .softdeps_unmet
             .iter()
             .map(|(m, t)| format!("{m} -> {t}"))
             .collect(),
@@ -684,7 +687,7 @@ pub fn baseline(opts: &BaselineOptions, reporter: &Reporter) -> Result<BuildRepo
         initramfs_uncompressed_bytes: uncompressed,
         modules_shipped: 0,
         modules_builtin: Vec::new(),
-        softdeps_not_followed: Vec::new(),
+        softdeps_unmet: Vec::new(),
         artifacts,
     })
 }

@@ -15,8 +15,9 @@
 //!    A requested name that is neither a module nor built in is an error
 //!    naming it; a `depends=` that cannot be satisfied is an error too.
 //!    Soft dependencies that name a module are followed; ones that name
-//!    an alias (e.g. `crc32c`) are reported so the profile can list the
-//!    provider explicitly.
+//!    an alias (e.g. `crypto-crc32c`) are met when a shipped module carries
+//!    that alias, and reported otherwise so the profile can list the
+//!    provider explicitly (the builder does not guess among providers).
 //! 3. [`Closure`] renders `modules.dep`, `modules.alias`, `modules.softdep`
 //!    and a filtered `modules.order`, all with uncompressed `.ko` paths.
 //!
@@ -489,7 +490,7 @@ impl<'t> ClosureResolver<'t> {
 
     /// The finished closure. Call after `next_request` returned `None`.
     pub fn finish(self) -> Closure {
-        let modules = self
+        let modules: BTreeMap<ModuleName, ShippedModule> = self
             .infos
             .into_iter()
             .filter_map(|(name, info)| {
@@ -503,10 +504,21 @@ impl<'t> ClosureResolver<'t> {
                 ))
             })
             .collect();
+        // A soft dependency on an alias is met when some shipped module
+        // carries that alias (crc32c_generic provides "crypto-crc32c").
+        let provided: BTreeSet<&str> = modules
+            .values()
+            .flat_map(|m| m.info.aliases.iter().map(String::as_str))
+            .collect();
+        let softdeps_unmet = self
+            .softdeps_not_followed
+            .into_iter()
+            .filter(|(_, target)| !provided.contains(target.as_str()))
+            .collect();
         Closure {
             modules,
             builtin_requested: self.builtin_requested,
-            softdeps_not_followed: self.softdeps_not_followed,
+            softdeps_unmet,
             order: self.tree.order.clone(),
         }
     }
@@ -533,9 +545,9 @@ pub struct Closure {
     pub modules: BTreeMap<ModuleName, ShippedModule>,
     /// Requested names that are built into the kernel (nothing to ship).
     pub builtin_requested: Vec<(ModuleName, String)>,
-    /// `(module, softdep target)` pairs whose target is not a module name
-    /// in the package (usually an alias such as `crc32c`).
-    pub softdeps_not_followed: Vec<(ModuleName, String)>,
+    /// `(module, softdep target)` pairs whose target is neither a shipped
+    /// module nor an alias of one: the module may miss a helper at run time.
+    pub softdeps_unmet: Vec<(ModuleName, String)>,
     order: Vec<String>,
 }
 
@@ -763,7 +775,14 @@ mod tests {
     #[test]
     fn softdeps_on_aliases_are_reported_not_guessed() {
         let c = run(&["ext4"]).unwrap();
-        assert_eq!(c.softdeps_not_followed, [(n("ext4"), "crc32c".to_owned())]);
+        assert_eq!(c.softdeps_unmet, [(n("ext4"), "crc32c".to_owned())]);
+        assert!(!c.modules.contains_key(&n("crc32c_generic")));
+    }
+
+    #[test]
+    fn a_softdep_alias_provided_by_a_shipped_module_is_met() {
+        let c = run(&["ext4", "crc32c_generic"]).unwrap();
+        assert!(c.softdeps_unmet.is_empty(), "{:?}", c.softdeps_unmet);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Progress display: indicatif spinners and bars on a terminal, plain
+//! Progress display: indicatif spinners on a terminal, plain
 //! timestamped lines otherwise (CI logs, pipes), so long steps always say
 //! what they are doing.
 
@@ -56,30 +56,6 @@ impl Reporter {
         }
     }
 
-    /// Starts a counted step (`len` units, e.g. modules).
-    pub fn counted(&self, message: &str, len: u64) -> Step {
-        let bar = if self.interactive {
-            let pb = ProgressBar::new(len);
-            pb.set_style(
-                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} [{elapsed}]")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            pb.set_message(message.to_owned());
-            Some(pb)
-        } else {
-            if !self.quiet {
-                eprintln!("==> {message} ({len})");
-            }
-            None
-        };
-        Step {
-            bar,
-            message: message.to_owned(),
-            started: Instant::now(),
-            quiet: self.quiet,
-        }
-    }
-
     /// A line of information between steps.
     pub fn note(&self, message: &str) {
         if !self.quiet {
@@ -98,12 +74,6 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn inc(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-
     /// Marks the step done, with an optional detail (e.g. a size).
     pub fn finish(self, detail: &str) {
         let secs = self.started.elapsed().as_secs_f64();

@@ -84,6 +84,11 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         assert!(x == y, "{name} differs between two identical builds");
     }
     assert!(
+        report.softdeps_unmet.is_empty(),
+        "the default profile leaves soft dependencies unmet: {:?}",
+        report.softdeps_unmet
+    );
+    assert!(
         report.initramfs_bytes <= 30 * 1024 * 1024,
         "initramfs is {} bytes, over the 30 MB budget",
         report.initramfs_bytes
