@@ -342,8 +342,10 @@ fn get_binaries(source: &BinarySource, reporter: &Reporter) -> Result<CairnBinar
             b
         }
         BinarySource::Cargo { workspace } => {
-            reporter.note("building cairn-init and cairnd (static, release) with cargo");
-            let step = reporter.step("cargo build --release -p init -p nodeagent");
+            let step = reporter.plain_step(&format!(
+                "building cairn-init and cairnd (static, release): cargo build --release --target {} -p init -p nodeagent",
+                binaries::TARGET
+            ));
             let b = binaries::build_with_cargo(workspace)?;
             step.finish("static");
             b

@@ -1,8 +1,10 @@
 //! The OVA: a VMware template made of an OVF descriptor, a manifest and
 //! the streamOptimized VMDK, in one tar archive.
 //!
-//! DSP0243 (OVF) fixes the archive order: descriptor first, then the
-//! manifest, then the files in `References` order. The descriptor declares
+//! DSP0243 (OVF) fixes the archive order: descriptor first, the manifest
+//! right after it (the other allowed place is the very end), then the
+//! files in `References` order, so an importer can read the descriptor
+//! and manifest before streaming the disk. The descriptor declares
 //! EFI firmware (`vmw:Config firmware=efi`; BIOS boot would find no boot
 //! loader), a VMware Paravirtual SCSI controller (`VirtualSCSI`) holding
 //! the disk, and a VMXNET3 NIC, all drivers the initramfs ships. Tar

@@ -56,6 +56,20 @@ impl Reporter {
         }
     }
 
+    /// Starts a step that prints plain lines even on a terminal, for steps
+    /// that run a child which draws its own progress (cargo).
+    pub fn plain_step(&self, message: &str) -> Step {
+        if !self.quiet {
+            eprintln!("==> {message}");
+        }
+        Step {
+            bar: None,
+            message: message.to_owned(),
+            started: Instant::now(),
+            quiet: self.quiet,
+        }
+    }
+
     /// A line of information between steps.
     pub fn note(&self, message: &str) {
         if !self.quiet {
