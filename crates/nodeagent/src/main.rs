@@ -16,8 +16,11 @@ fn run() -> anyhow::Result<()> {
         .thread_name("cairnd")
         .build()
         .context("cannot build the tokio runtime")?;
-    runtime.block_on(nodeagent::agent::run(options))?;
-    Ok(())
+    let result = runtime.block_on(nodeagent::agent::run(options));
+    // Do not wait for blocking-pool threads stuck in a syscall: cairn-init
+    // sends SIGKILL if the agent lingers after SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(result?)
 }
 
 fn main() -> ExitCode {

@@ -768,7 +768,11 @@ fn agent_fetches_an_http_config_after_dhcp_and_applies_it() {
             stop.send(()).unwrap();
             agent.await.unwrap().unwrap();
             assert!(asked.elapsed() < Duration::from_secs(3), "shutdown took {:?}", asked.elapsed());
-            assert!(server.log().contains("DHCPRELEASE(cairn-srv) 10.77.0.55"), "{}", server.log());
+            // dnsmasq logs the release a moment after it arrives.
+            eventually_async(Duration::from_secs(5), "dnsmasq to log the DHCPRELEASE", async || {
+                server.log().contains("DHCPRELEASE(cairn-srv) 10.77.0.55")
+            })
+            .await;
         });
     });
 }

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use mozim::{DhcpV4Client, DhcpV4Config, DhcpV4State};
 use rtnetlink::packet_route::route::RouteProtocol;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::entropy::EntropyGate;
 use super::lease::{DhcpLease, LeaseTracker};
 use super::netlink::{Netlink, NetlinkError};
 use super::plan::{LinkAction, LinkAddressing};
@@ -79,6 +82,7 @@ pub struct DhcpParams {
 #[derive(Debug)]
 pub struct DhcpHandle {
     stop: oneshot::Sender<StopMode>,
+    carrier: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -88,8 +92,10 @@ impl DhcpHandle {
         params: DhcpParams,
         netlink: Netlink,
         events: mpsc::UnboundedSender<DhcpEvent>,
+        entropy: EntropyGate,
     ) -> Self {
         let (stop, stop_rx) = oneshot::channel();
+        let carrier = Arc::new(Notify::new());
         let task = tokio::spawn(
             DhcpTask {
                 tracker: LeaseTracker::new(params.index, params.accept_mtu),
@@ -98,13 +104,26 @@ impl DhcpHandle {
                 events,
                 raw_lease: None,
             }
-            .run(stop_rx),
+            .run(stop_rx, entropy, Arc::clone(&carrier)),
         );
-        Self { stop, task }
+        Self {
+            stop,
+            carrier,
+            task,
+        }
+    }
+
+    /// Tells the client the link's carrier came up. Without a lease it
+    /// starts discovery over at once instead of waiting out its
+    /// retransmission backoff (up to a minute); with one it carries on.
+    /// The task decides, because only it knows whether it holds a lease
+    /// right now.
+    pub fn carrier_up(&self) {
+        self.carrier.notify_one();
     }
 
     /// Stops the client and waits for it (a release is bounded by
-    /// [`RELEASE_TIMEOUT`]).
+    /// one second).
     pub async fn stop(self, mode: StopMode) {
         // The task may already have ended; then there is nothing to stop.
         let _ = self.stop.send(mode);
@@ -242,11 +261,31 @@ impl DhcpTask {
         self.withdraw(actions, "released").await;
     }
 
-    async fn run(mut self, mut stop: oneshot::Receiver<StopMode>) {
+    async fn run(
+        mut self,
+        mut stop: oneshot::Receiver<StopMode>,
+        mut entropy: EntropyGate,
+        carrier: Arc<Notify>,
+    ) {
         let config = match self.client_config() {
             Ok(c) => c,
             Err(e) => return self.report_error("cannot configure the DHCP client", &e),
         };
+        if !entropy.is_open() {
+            let message = "waiting for the kernel's random number generator \
+                           (no RDRAND or hardware RNG; on QEMU add -device virtio-rng-pci)";
+            tracing::warn!(link = %self.params.name, "DHCP {message}");
+            self.report(DhcpEvent::Error {
+                index: self.params.index,
+                message: message.to_owned(),
+            });
+            tokio::select! {
+                _ = &mut stop => return,
+                () = entropy.wait() => {
+                    tracing::info!(link = %self.params.name, "kernel random number generator ready");
+                }
+            }
+        }
         let mut client: Option<DhcpV4Client> = None;
         let mut failures: u32 = 0;
         tracing::info!(link = %self.params.name, mac = %self.params.mac, "starting DHCPv4 client");
@@ -265,10 +304,11 @@ impl DhcpTask {
                     }
                     () = sleep_until_opt(expiry) => {
                         let actions = self.tracker.poll(std::time::Instant::now());
-                    self.withdraw(actions, "expired").await;
+                        self.withdraw(actions, "expired").await;
                         continue;
                     }
                     () = tokio::time::sleep(pause) => {}
+                    () = carrier.notified() => failures = 0,
                 }
                 match DhcpV4Client::init(config.clone(), None).await {
                     Ok(c) => client = Some(c),
@@ -293,6 +333,13 @@ impl DhcpTask {
                     // of the lease; otherwise it reports expiry itself.
                     let actions = self.tracker.poll(std::time::Instant::now());
                     self.withdraw(actions, "expired").await;
+                }
+                () = carrier.notified() => {
+                    if self.tracker.lease().is_none() {
+                        tracing::info!(link = %self.params.name, "carrier up; restarting DHCP discovery");
+                        client = None;
+                        failures = 0;
+                    }
                 }
                 result = active.run() => match result {
                     Ok(DhcpV4State::Done(lease)) => {

@@ -7,12 +7,13 @@
 //! - [`resolv`] and [`hostname`] (sans-IO) pick name servers and the host
 //!   name from config and leases;
 //! - [`netlink`] and [`dhcp`] are the I/O shells (rtnetlink, mozim);
-//! - [`NetworkTask`] owns all per-link state. It re-plans at start, on
+//! - one task (`NetworkTask`) owns all per-link state. It re-plans at start, on
 //!   every netlink link event (hotplug), on a slow periodic rescan (which
 //!   also retries failed steps) and on a config change. Callers talk to it
 //!   through a [`NetworkHandle`] and watch a [`NetworkStatus`].
 
 pub mod dhcp;
+pub mod entropy;
 pub mod hostname;
 pub mod lease;
 pub mod netlink;
@@ -31,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::dhcp::{DhcpEvent, DhcpHandle, DhcpParams, StopMode, apply_tracked};
+use self::entropy::EntropyGate;
 use self::hostname::{HostnameSource, choose_hostname};
 use self::lease::DhcpLease;
 use self::netlink::{Netlink, NetlinkError};
@@ -162,6 +164,7 @@ impl NetworkHandle {
         let (status_tx, status) = watch::channel(NetworkStatus::default());
         let (dhcp_tx, dhcp_rx) = mpsc::unbounded_channel();
         let task = NetworkTask {
+            entropy: EntropyGate::start(),
             config,
             options,
             netlink,
@@ -237,6 +240,7 @@ impl LinkRuntime {
 
 /// The task that owns link state. See the module docs.
 struct NetworkTask {
+    entropy: EntropyGate,
     config: MachineConfig,
     options: NetworkOptions,
     netlink: Netlink,
@@ -393,7 +397,7 @@ impl NetworkTask {
                 .get(&link.index)
                 .is_some_and(|rt| rt.role == role && rt.info.same_device(link));
             if unchanged {
-                self.on_carrier(link).await;
+                self.on_carrier(link);
                 self.retry(link.index).await;
                 continue;
             }
@@ -472,26 +476,21 @@ impl NetworkTask {
             params,
             self.netlink.clone(),
             self.dhcp_tx.clone(),
+            self.entropy.clone(),
         ))
     }
 
-    /// Records the link's carrier. When it comes up on a link still waiting
-    /// for a lease, DHCP starts over at once rather than after its
-    /// retransmission backoff (up to a minute).
-    async fn on_carrier(&mut self, now: &LinkInfo) {
-        let Some(mut rt) = self.links.remove(&now.index) else {
-            return;
-        };
-        let restart = rt.info.carrier_came_up(now) && rt.lease.is_none() && rt.dhcp.is_some();
-        rt.info.carrier = now.carrier;
-        if restart {
-            tracing::info!(link = %rt.info.name, "carrier up; restarting DHCP discovery");
-            if let Some(h) = rt.dhcp.take() {
-                h.stop(StopMode::Abandon).await;
+    /// Records the link's carrier and tells its DHCP client when it comes
+    /// up (see [`DhcpHandle::carrier_up`]).
+    fn on_carrier(&mut self, now: &LinkInfo) {
+        if let Some(rt) = self.links.get_mut(&now.index) {
+            if rt.info.carrier_came_up(now)
+                && let Some(dhcp) = &rt.dhcp
+            {
+                dhcp.carrier_up();
             }
-            rt.dhcp = self.spawn_dhcp(&rt);
+            rt.info.carrier = now.carrier;
         }
-        self.links.insert(now.index, rt);
     }
 
     async fn retry(&mut self, index: u32) {
