@@ -403,6 +403,32 @@ mod tests {
         assert_eq!(a.to_cpio(epoch()), b.to_cpio(epoch()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_tree_round_trips_through_cpio(
+            files in proptest::collection::btree_map("[a-z]{1,6}(/[a-z]{1,6}){0,2}", proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..12)
+        ) {
+            let mut t = Tree::new();
+            let mut expected = BTreeMap::new();
+            for (path, data) in &files {
+                if t.file(path, 0o644, data.clone()).is_ok() {
+                    expected.insert(path.clone(), data.clone());
+                }
+            }
+            let entries = read_back(&t.to_cpio(epoch()));
+            proptest::prop_assert_eq!(entries.len(), t.len());
+            for e in &entries {
+                if e.2 & 0o170_000 == S_IFREG {
+                    proptest::prop_assert_eq!(Some(&e.6), expected.get(&e.0));
+                }
+            }
+            let names: Vec<_> = entries.iter().map(|e| e.0.clone()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            proptest::prop_assert_eq!(names, sorted);
+        }
+    }
+
     #[test]
     fn paths_escaping_the_root_are_refused() {
         let mut t = Tree::new();

@@ -93,6 +93,8 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         "initramfs is {} bytes, over the 30 MB budget",
         report.initramfs_bytes
     );
+    check_initramfs_modules(&std::fs::read(a.join("pxe/initramfs.img")).unwrap());
+    check_esp(&a.join("cairn.raw"));
     let status = std::process::Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(&a)
@@ -189,4 +191,112 @@ fn a_module_that_does_not_exist_is_a_build_error_naming_it() {
         chain.contains("no_such_driver") && chain.contains("modules.sets.vmware"),
         "{chain}"
     );
+}
+
+/// Every path modules.dep mentions is in the archive, and every module
+/// named in modules-load and modules.alias is shipped.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: any failure is the test failing"
+)]
+fn check_initramfs_modules(initramfs: &[u8]) {
+    let mut files = std::collections::BTreeMap::new();
+    let mut rest = initramfs;
+    loop {
+        let mut reader = cpio::NewcReader::new(rest).unwrap();
+        if reader.entry().is_trailer() {
+            break;
+        }
+        let name = reader.entry().name().to_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut data).unwrap();
+        rest = reader.finish().unwrap();
+        files.insert(name, data);
+    }
+    let moddir = files
+        .keys()
+        .find(|k| k.starts_with("lib/modules/") && k.matches('/').count() == 2)
+        .expect("a /lib/modules/<kver> directory")
+        .clone();
+    let text = |name: &str| String::from_utf8(files[&format!("{moddir}/{name}")].clone()).unwrap();
+    let dep = image_build::modules::parse_modules_dep(&text("modules.dep")).unwrap();
+    let mut shipped = std::collections::BTreeSet::new();
+    for line in &dep {
+        for path in std::iter::once(&line.module).chain(&line.deps) {
+            assert!(
+                files.contains_key(&format!("{moddir}/{path}")),
+                "{path} missing"
+            );
+            assert!(!path.ends_with(".xz"));
+        }
+        shipped.insert(
+            image_build::profile::ModuleName::from_ko_path(&line.module)
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+    }
+    for alias in image_build::modules::parse_modules_alias(&text("modules.alias")).unwrap() {
+        assert!(shipped.contains(alias.module.as_str()), "{}", alias.module);
+    }
+    let load = String::from_utf8(files["etc/cairn/modules-load"].clone()).unwrap();
+    assert!(load.lines().next() == Some("crc32c_generic"));
+    for name in load.lines() {
+        assert!(
+            shipped.contains(name),
+            "modules-load names unshipped {name}"
+        );
+    }
+    for needed in [
+        "virtio_blk",
+        "virtio_net",
+        "vmxnet3",
+        "vmw_pvscsi",
+        "nvme",
+        "ahci",
+        "ext4",
+        "vfat",
+        "usb_storage",
+        "xhci_pci",
+    ] {
+        assert!(shipped.contains(needed), "{needed} is not shipped");
+    }
+    // ELF modules, not compressed ones.
+    let ext4 = dep.iter().find(|l| l.module.ends_with("/ext4.ko")).unwrap();
+    assert!(files[&format!("{moddir}/{}", ext4.module)].starts_with(b"\x7fELF"));
+}
+
+/// The ESP inside cairn.raw is FAT32 with systemd-boot and the BLS entry.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: any failure is the test failing"
+)]
+fn check_esp(raw: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let profile = Profile::load(&default_profile()).unwrap();
+    let layout =
+        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let mut file = std::fs::File::open(raw).unwrap();
+    file.seek(SeekFrom::Start(layout.esp.offset_bytes()))
+        .unwrap();
+    let mut esp = vec![0u8; usize::try_from(layout.esp.len_bytes()).unwrap()];
+    file.read_exact(&mut esp).unwrap();
+    let fs = fatfs::FileSystem::new(std::io::Cursor::new(esp), fatfs::FsOptions::new()).unwrap();
+    assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+    assert_eq!(fs.volume_label(), "CAIRN-ESP");
+    let root = fs.root_dir();
+    let mut entry = String::new();
+    let version = env!("CARGO_PKG_VERSION");
+    root.open_file(&format!("loader/entries/cairn-{version}.conf"))
+        .unwrap()
+        .read_to_string(&mut entry)
+        .unwrap();
+    assert!(entry.contains(&format!("linux /cairn/{version}/vmlinuz")));
+    assert!(entry.contains("options console=tty0 console=ttyS0,115200 panic=10"));
+    let mut boot = Vec::new();
+    root.open_file("EFI/BOOT/BOOTX64.EFI")
+        .unwrap()
+        .read_to_end(&mut boot)
+        .unwrap();
+    assert!(boot.starts_with(b"MZ"));
 }
