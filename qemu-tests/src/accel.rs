@@ -30,9 +30,11 @@ impl Accel {
     pub fn qemu_args(self) -> &'static [&'static str] {
         match self {
             Self::Kvm => &["-accel", "kvm", "-cpu", "host"],
-            // QEMU's default CPU model: the cheapest to emulate, and enough
-            // for the Debian kernel.
-            Self::Tcg => &["-accel", "tcg"],
+            // QEMU's default model (cheap to emulate) plus RDRAND, which
+            // every real x86 server has: without it the guest kernel's RNG
+            // takes minutes to initialise under TCG, and everything that
+            // needs randomness early (DHCP transaction ids) stalls.
+            Self::Tcg => &["-accel", "tcg", "-cpu", "qemu64,+rdrand"],
         }
     }
 
