@@ -26,6 +26,8 @@ use crate::config::{Hostname, MacAddr};
 
 /// How long a DHCPRELEASE may take at shutdown before it is abandoned.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the entropy gate may stay shut before the wait is reported.
+const ENTROPY_PATIENCE: Duration = Duration::from_millis(500);
 /// Longest pause between restarts of a failing client.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -272,17 +274,25 @@ impl DhcpTask {
             Err(e) => return self.report_error("cannot configure the DHCP client", &e),
         };
         if !entropy.is_open() {
-            let message = "waiting for the kernel's random number generator \
-                           (no RDRAND or hardware RNG; on QEMU add -device virtio-rng-pci)";
-            tracing::warn!(link = %self.params.name, "DHCP {message}");
-            self.report(DhcpEvent::Error {
-                index: self.params.index,
-                message: message.to_owned(),
-            });
             tokio::select! {
                 _ = &mut stop => return,
-                () = entropy.wait() => {
-                    tracing::info!(link = %self.params.name, "kernel random number generator ready");
+                () = entropy.wait() => {}
+                // On a healthy machine the gate opens within microseconds;
+                // only a real wait is worth a warning.
+                () = tokio::time::sleep(ENTROPY_PATIENCE) => {
+                    let message = "waiting for the kernel's random number generator \
+                                   (no RDRAND or hardware RNG; on QEMU add -device virtio-rng-pci)";
+                    tracing::warn!(link = %self.params.name, "DHCP {message}");
+                    self.report(DhcpEvent::Error {
+                        index: self.params.index,
+                        message: message.to_owned(),
+                    });
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        () = entropy.wait() => {
+                            tracing::info!(link = %self.params.name, "kernel random number generator ready");
+                        }
+                    }
                 }
             }
         }
