@@ -148,3 +148,45 @@ pub fn check_host() -> Result<(), ToolError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_names_the_package_to_install() {
+        let tool = Tool {
+            program: "cairn-test-no-such-program",
+            package: "cairn-test-pkg",
+        };
+        let err = tool.locate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("install the Debian package `cairn-test-pkg`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_names_the_package_to_install() {
+        let file = HostFile {
+            path: "/nonexistent/cairn/OVMF.fd",
+            package: "ovmf",
+        };
+        let err = file.locate().unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/cairn/OVMF.fd"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`ovmf`"), "{err}");
+    }
+
+    #[test]
+    fn programs_on_path_are_found() {
+        let sh = Tool {
+            program: "sh",
+            package: "dash",
+        };
+        assert!(sh.locate().unwrap().ends_with("sh"));
+    }
+}

@@ -252,9 +252,13 @@ pub fn ipxe_kernel_cmdline(script: &str) -> Option<String> {
         .map(str::trim)
         .find(|l| l.starts_with("kernel ") || l.starts_with("chain "))?;
     let mut words = line.split_ascii_whitespace().skip(1);
-    // Options of the kernel command itself (`--name x`) precede the file.
+    // Options of the `kernel` command itself precede the file; `--name`
+    // and `--timeout` (and their short forms) take a value.
     let mut file = words.next()?;
-    while file.starts_with("--") {
+    while file.starts_with('-') {
+        if matches!(file, "--name" | "-n" | "--timeout" | "-t") {
+            words.next()?;
+        }
         file = words.next()?;
     }
     let args: Vec<&str> = words.filter(|w| !w.starts_with("initrd=")).collect();
@@ -954,6 +958,10 @@ mod tests {
         assert_eq!(
             ipxe_kernel_cmdline("kernel --name k vmlinuz quiet\n").as_deref(),
             Some("quiet")
+        );
+        assert_eq!(
+            ipxe_kernel_cmdline("kernel --autofree -n k --timeout=5 vmlinuz a=b\n").as_deref(),
+            Some("a=b")
         );
         assert_eq!(ipxe_kernel_cmdline("#!ipxe\nboot\n"), None);
     }

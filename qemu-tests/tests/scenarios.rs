@@ -30,6 +30,8 @@ const BOOT_THREE: Duration = Duration::from_secs(420);
 const POWEROFF: Duration = Duration::from_secs(30);
 
 fn image() -> &'static Image {
+    // Check root and host packages before a possibly long image build.
+    qemu_tests::tools::check_host().or_panic("the host cannot run VM scenarios");
     Image::shared().or_panic("the Cairn image is required")
 }
 

@@ -117,20 +117,20 @@ fn run(args: &Args) -> Result<()> {
         args.runs
     );
     println!();
-    println!("{:<34} {:>12} {:>12}", "boot", "median s", "runs s");
+    println!("{:<36} {:>10}   runs s", "boot", "median s");
     println!(
-        "{:<34} {:>12.2} {:>12}",
+        "{:<36} {:>10.2}   {}",
         "Cairn disk image -> /readyz 200",
         cairn_median,
         list(cairn.iter().map(|b| b.seconds))
     );
     println!(
-        "{:<34} {:>12.2} {:>12}",
+        "{:<36} {:>10.2}   {}",
         "baseline (busybox poweroff) -> exit",
         base_median,
         list(base.iter().copied())
     );
-    println!("{:<34} {:>12.2}", "ratio Cairn / baseline", ratio);
+    println!("{:<36} {:>10.2}", "ratio Cairn / baseline", ratio);
     println!();
     println!("{:<34} {:>14} {:>14}", "artifact", "bytes", "allocated");
     for (name, size) in &artifacts {
