@@ -27,3 +27,13 @@ pub const CONFIG_REFUSED: &str = r"(?i)machine config refused: .+; running on th
 /// cairn-init mounting STATE from a SCSI disk (`/dev/sdXN`): on the VMware
 /// scenario that disk can only have come through the pvscsi driver.
 pub const STATE_ON_SCSI_DISK: &str = r"mounted /dev/sd[a-z]+[0-9]+ \(STATE\) on /var";
+
+/// cairnd having fetched a machine config from `url` (given on the kernel
+/// command line as `cairn.config=<url>`): either it was applied, or the
+/// bytes it got were refused. A fetch that never reached the server also
+/// ends in "refused", but with "fetch failed" in the line, which callers
+/// must rule out.
+#[must_use]
+pub fn config_fetched_from(url: &str) -> String {
+    format!(r"machine config (fetched|refused: {})", regex::escape(url))
+}

@@ -54,6 +54,7 @@ pub mod lock;
 pub mod metrics;
 pub mod network;
 pub mod paths;
+pub mod pxe;
 pub mod qmp;
 pub mod tools;
 pub mod vm;

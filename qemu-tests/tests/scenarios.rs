@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qemu_tests::console::{
-    CONFIG_REFUSED, ORDERLY_POWEROFF, POWER_BUTTON_WATCHED, STATE_ON_SCSI_DISK,
+    CONFIG_REFUSED, ORDERLY_POWEROFF, POWER_BUTTON_WATCHED, STATE_ON_SCSI_DISK, config_fetched_from,
 };
+use qemu_tests::pxe::PxeRoot;
 use qemu_tests::{Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, paths, timeout};
 
 /// One guest booting alone: OVMF + systemd-boot + kernel + userland under
@@ -155,6 +156,42 @@ fn three_vms_get_distinct_leases_and_each_serves_readyz() {
             resp.status
         );
     }
+}
+
+/// Cairn has no shell, so a guest cannot be told to `curl` another. But
+/// the boot loader can: node B is PXE-booted with
+/// `cairn.config=http://<node A>:7480/healthz`, and cairnd on B fetches
+/// that URL once its network is up. Whatever A answers, B logs that it
+/// fetched (or refused what it fetched) from that URL -- guest-to-guest
+/// traffic over the bridge, seen from B's console.
+#[test]
+fn a_node_fetches_from_another_nodes_health_port_over_the_bridge() {
+    let image = image();
+    let tftp = PxeRoot::new(image).or_panic("preparing a TFTP root");
+    let net = Network::start(
+        &NetworkConfig::new("a_node_fetches_from_another_nodes_health_port_over_the_bridge")
+            .with_pxe(tftp.path()),
+    )
+    .or_panic("starting the private network with TFTP");
+    let mut a = Vm::start(&net, VmSpec::virtio_disk("node-a", image)).or_panic("starting node A");
+    let a_ip = a
+        .wait_for_ready(timeout(BOOT))
+        .or_panic("node A never became ready");
+    let url = format!("http://{a_ip}:7480/healthz");
+    tftp.set_extra_kernel_args(&format!("cairn.config={url}"))
+        .or_panic("writing boot.ipxe");
+    let mut b = Vm::start(&net, VmSpec::pxe("node-b", image)).or_panic("starting node B");
+    let line = b
+        .wait_for_console(&config_fetched_from(&url), timeout(BOOT))
+        .or_panic("node B never reported fetching from node A");
+    assert!(
+        !line.contains("fetch failed"),
+        "node B could not reach node A: {line}"
+    );
+    let b_ip = b
+        .wait_for_ready(timeout(BOOT))
+        .or_panic("node B never became ready");
+    assert_ne!(a_ip, b_ip, "both nodes hold the same address");
 }
 
 #[test]
