@@ -16,7 +16,8 @@
 //! - [`net`]: links, addresses, routes, DHCP, resolv.conf and the host
 //!   name. Decisions live in sans-IO modules ([`net::plan`], [`net::lease`],
 //!   [`net::resolv`], [`net::hostname`]) with unit tests; the I/O shells are
-//!   [`net::netlink`] (rtnetlink) and [`net::dhcp`] (mozim). One task owns
+//!   [`net::netlink`] (rtnetlink) and [`net::dhcp`] (our own DHCPv4
+//!   client, itself a sans-IO core in a thin task). One task owns
 //!   all link state and is reached through [`net::NetworkHandle`].
 //! - [`health`]: the read-only HTTP port (`/healthz`, `/readyz`,
 //!   `/metrics`).
@@ -36,7 +37,7 @@ pub mod net;
 use std::io::IsTerminal;
 
 /// Environment variable holding a tracing filter (`info`, `debug`,
-/// `nodeagent=debug,mozim=debug`, ...).
+/// `nodeagent=debug`, `nodeagent::net::dhcp=debug`, ...).
 pub const ENV_LOG: &str = "CAIRN_LOG";
 
 /// Kernel command line parameter with the same meaning, for booted nodes:

@@ -437,8 +437,8 @@ fn dhcp_starts_over_at_once_when_the_carrier_comes_up() {
         runtime().block_on(async {
             let (net, _task) = NetworkHandle::spawn(cfg, options(dir.path())).unwrap();
             let mut status = net.status();
-            // mozim retransmits after 3-5 s, then after 7-9 s more: nothing
-            // would go out between about 5.2 s and 10 s after start.
+            // The client retransmits after 3-5 s, then after 7-9 s more:
+            // nothing would go out between about 5 s and 10 s after start.
             tokio::time::sleep(Duration::from_secs(6)).await;
             assert!(!status.borrow().is_configured());
             let up = Instant::now();

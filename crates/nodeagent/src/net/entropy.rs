@@ -1,76 +1,94 @@
-//! Waiting for the kernel's random number generator, off the runtime.
+//! Seeds for the DHCP client's PRNG, without waiting for the kernel.
 //!
-//! mozim takes DHCP transaction IDs and retransmission jitter from `rand`,
-//! which seeds itself with getrandom(2) and so blocks until the kernel's
-//! CRNG is initialised. On a machine with neither RDRAND nor a hardware RNG
-//! (QEMU under TCG with its default CPU and no virtio-rng) that can take
-//! minutes, and a block on the agent's single runtime thread would freeze
-//! everything, `/healthz` included. So DHCP clients first wait on this
-//! gate, which makes the one blocking call on a thread of its own.
+//! A blocking getrandom(2) waits until the kernel's CRNG is initialised. On
+//! a machine with neither RDRAND nor a hardware RNG (QEMU under TCG with
+//! its default CPU and no virtio-rng) that has been seen to take more than
+//! four minutes, and the node must not sit without a network meanwhile.
+//! DHCP transaction IDs and retransmission jitter need to differ between
+//! clients and between exchanges, not to be secret (see
+//! [`super::dhcp::client`]), so the seed comes from getrandom(2) with
+//! `GRND_INSECURE` (Linux 5.6 and later): the kernel's best output so far,
+//! never a wait. Failing that it is `GRND_NONBLOCK`, and failing that the
+//! MAC mixed with the boot-time and wall clocks, which still differ
+//! between machines and boots.
+//!
+//! Nothing here credits entropy to the kernel: the cluster CA keys made
+//! later still get a properly initialised CRNG.
 
-use tokio::sync::watch;
+use rustix::rand::{GetRandomFlags, getrandom};
 
-/// Opens once getrandom(2) no longer blocks. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct EntropyGate(watch::Receiver<bool>);
+use crate::config::MacAddr;
 
-impl EntropyGate {
-    /// Starts the wait on a detached thread (a detached one, so that a
-    /// shutdown never waits for a getrandom that may not return).
-    pub fn start() -> Self {
-        let (tx, rx) = watch::channel(false);
-        let spawned = std::thread::Builder::new()
-            .name("cairnd-entropy".into())
-            .spawn(move || {
-                let mut byte = [0u8; 1];
-                if let Err(e) = getrandom::fill(&mut byte) {
-                    // Not a readiness problem; mozim will report its own
-                    // failure if it cannot get random numbers either.
-                    tracing::error!(error = %e, "getrandom failed");
-                }
-                let _ = tx.send(true);
-            });
-        match spawned {
-            Ok(_) => Self(rx),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the entropy wait; DHCP may block the agent");
-                Self::open()
-            }
+/// 64 bits to seed the DHCP client for the link with `mac`. Never blocks.
+pub fn dhcp_seed(mac: MacAddr) -> u64 {
+    for flags in [GetRandomFlags::INSECURE, GetRandomFlags::NONBLOCK] {
+        let mut bytes = [0u8; 8];
+        if let Ok(8) = getrandom(&mut bytes[..], flags) {
+            return u64::from_ne_bytes(bytes);
         }
     }
+    fallback_seed(
+        mac,
+        clock_nanos(nix::time::ClockId::CLOCK_BOOTTIME),
+        clock_nanos(nix::time::ClockId::CLOCK_REALTIME),
+    )
+}
 
-    /// A gate that is already open.
-    pub fn open() -> Self {
-        Self(watch::channel(true).1)
-    }
+fn clock_nanos(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock)
+        .map(|t| {
+            u64::try_from(t.tv_sec())
+                .unwrap_or(0)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
 
-    /// Whether random numbers are available without blocking.
-    pub fn is_open(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Waits until the gate opens.
-    pub async fn wait(&mut self) {
-        // An error means the sender is gone without opening, which only
-        // happens if the thread panicked; treat that as open.
-        let _ = self.0.wait_for(|ready| *ready).await;
-    }
+/// Mixes what tells this client apart from others when the kernel has no
+/// random bytes for us: the MAC (unique on the link) and the clocks (which
+/// differ between boots).
+fn fallback_seed(mac: MacAddr, boot_nanos: u64, wall_nanos: u64) -> u64 {
+    let mut mac_bits = [0u8; 8];
+    mac_bits[..6].copy_from_slice(&mac.octets());
+    let mut mix = super::dhcp::client::SplitMix64::new(u64::from_le_bytes(mac_bits));
+    let a = mix.next_u64() ^ boot_nanos;
+    let mut mix = super::dhcp::client::SplitMix64::new(a);
+    let b = mix.next_u64() ^ wall_nanos;
+    super::dhcp::client::SplitMix64::new(b).next_u64()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    #[tokio::test]
-    async fn gate_opens_once_the_kernel_rng_is_ready() {
-        // The build host's CRNG is long initialised, so this opens at once.
-        let mut gate = EntropyGate::start();
-        tokio::time::timeout(Duration::from_secs(5), gate.wait())
-            .await
-            .unwrap();
-        assert!(gate.is_open());
-        assert!(EntropyGate::open().is_open());
+    fn mac(last: u8) -> MacAddr {
+        format!("02:00:00:00:00:{last:02x}").parse().unwrap()
+    }
+
+    #[test]
+    fn seeds_do_not_repeat_and_come_at_once() {
+        // Fresh kernel bytes each time (the build host's CRNG is ready; on
+        // a node without one GRND_INSECURE still answers at once).
+        let started = std::time::Instant::now();
+        assert_ne!(dhcp_seed(mac(1)), dhcp_seed(mac(1)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn fallback_seed_differs_by_mac_and_by_boot_time() {
+        let base = fallback_seed(mac(1), 5_000_000_000, 1_700_000_000_000_000_000);
+        assert_ne!(
+            base,
+            fallback_seed(mac(2), 5_000_000_000, 1_700_000_000_000_000_000)
+        );
+        assert_ne!(
+            base,
+            fallback_seed(mac(1), 5_000_000_001, 1_700_000_000_000_000_000)
+        );
+        assert_ne!(
+            base,
+            fallback_seed(mac(1), 5_000_000_000, 1_700_000_000_000_000_001)
+        );
     }
 }

@@ -1,16 +1,15 @@
 //! What a DHCP lease means for a link: the sans-IO half of the DHCP client.
 //!
-//! mozim runs the protocol (DISCOVER/OFFER/REQUEST/ACK, renewing at T1,
-//! rebinding at T2). This module decides what the agent does with the
-//! result: [`DhcpLease`] is the lease reduced to what the node uses, and
-//! [`LeaseTracker`] turns "bound", "lost" and the passage of time into
-//! [`LinkAction`]s. The tracker keeps its own expiry deadline because the
-//! protocol client can be restarted after an error, and a lease must still
-//! be withdrawn when its time is up even if no client is left to say so.
+//! [`super::dhcp::client`] runs the protocol (DISCOVER/OFFER/REQUEST/ACK,
+//! renewing at T1, rebinding at T2) and hands over each DHCPACK. This
+//! module decides what the agent does with it: [`DhcpLease`] is the lease
+//! reduced to what the node uses, and [`LeaseTracker`] turns "bound",
+//! "lost" and the passage of time into [`LinkAction`]s.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use super::dhcp::packet::DhcpMessage;
 use super::plan::{
     DHCP_ROUTE_METRIC, LinkAction, LinkAddressing, RouteSpec, default_destination, diff,
 };
@@ -51,50 +50,66 @@ pub enum LeaseError {
     /// The address cannot be assigned to an interface.
     #[error("offered address {0} cannot be assigned")]
     BadAddress(Ipv4Addr),
+    /// A required option is absent.
+    #[error("the DHCPACK has no {0}")]
+    Missing(&'static str),
+}
+
+/// The pre-CIDR mask of `ip`'s class.
+fn classful_mask(ip: Ipv4Addr) -> Ipv4Addr {
+    match ip.octets()[0] {
+        0..=127 => Ipv4Addr::new(255, 0, 0, 0),
+        128..=191 => Ipv4Addr::new(255, 255, 0, 0),
+        _ => Ipv4Addr::new(255, 255, 255, 0),
+    }
 }
 
 impl DhcpLease {
-    /// Reduces a mozim lease to what the node uses.
-    pub fn from_mozim(lease: &mozim::DhcpV4Lease) -> Result<Self, LeaseError> {
-        let ip = lease.yiaddr;
+    /// Reduces a DHCPACK to what the node uses.
+    pub fn from_ack(ack: &DhcpMessage) -> Result<Self, LeaseError> {
+        let ip = ack.yiaddr;
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
             return Err(LeaseError::BadAddress(ip));
         }
-        let address = Ipv4Cidr::from_netmask(ip, lease.subnet_mask)
-            .ok_or(LeaseError::BadNetmask(lease.subnet_mask))?;
-        let classless_routes = lease
+        let o = &ack.options;
+        let server = o
+            .server_id
+            .ok_or(LeaseError::Missing("server identifier (54)"))?;
+        let lease_secs = o.lease_time.ok_or(LeaseError::Missing("lease time (51)"))?;
+        // RFC 2131 says the server must send a mask; without one, fall
+        // back to the classful mask as older clients do.
+        let mask = o.subnet_mask.unwrap_or_else(|| classful_mask(ip));
+        let address = Ipv4Cidr::from_netmask(ip, mask).ok_or(LeaseError::BadNetmask(mask))?;
+        let classless_routes = o
             .classless_routes
             .iter()
-            .flatten()
-            .filter_map(|r| {
-                Some((
-                    Ipv4Cidr::new(r.destination, r.prefix_length)?.network(),
-                    r.router,
-                ))
-            })
+            .filter_map(|r| Some((Ipv4Cidr::new(r.destination, r.prefix)?.network(), r.router)))
             .collect();
         // Option 119 is the list resolvers want; option 15 is the older
         // single domain. Names that are not valid DNS names are dropped
         // rather than written into resolv.conf.
-        let search = match &lease.domain_search {
-            Some(list) if !list.is_empty() => list.iter().filter_map(|d| d.parse().ok()).collect(),
-            _ => lease
-                .domain_name
+        let search = if o.domain_search.is_empty() {
+            o.domain_name
                 .iter()
                 .filter_map(|d| d.parse().ok())
-                .collect(),
+                .collect()
+        } else {
+            o.domain_search
+                .iter()
+                .filter_map(|d| d.parse().ok())
+                .collect()
         };
         Ok(Self {
             address,
-            server: lease.srv_id,
-            routers: lease.gateways.clone().unwrap_or_default(),
+            server,
+            routers: o.routers.clone(),
             classless_routes,
-            dns: lease.dns_srvs.clone().unwrap_or_default(),
-            ntp: lease.ntp_srvs.clone().unwrap_or_default(),
-            hostname: lease.host_name.as_deref().and_then(dhcp_hostname),
+            dns: o.dns.clone(),
+            ntp: o.ntp.clone(),
+            hostname: o.hostname.as_deref().and_then(dhcp_hostname),
             search,
-            mtu: lease.mtu.and_then(Mtu::new),
-            lease_time: Duration::from_secs(lease.lease_time_sec.into()),
+            mtu: o.mtu.and_then(Mtu::new),
+            lease_time: Duration::from_secs(lease_secs.into()),
         })
     }
 
@@ -318,21 +333,43 @@ mod tests {
     }
 
     #[test]
-    fn mozim_lease_is_reduced_to_what_the_node_uses() {
-        let mut m = mozim::DhcpV4Lease::default();
-        m.yiaddr = Ipv4Addr::new(192, 168, 7, 20);
-        m.subnet_mask = Ipv4Addr::new(255, 255, 255, 0);
-        m.srv_id = Ipv4Addr::new(192, 168, 7, 1);
-        m.gateways = Some(vec![Ipv4Addr::new(192, 168, 7, 1)]);
-        m.dns_srvs = Some(vec![Ipv4Addr::new(192, 168, 7, 2)]);
-        m.ntp_srvs = Some(vec![Ipv4Addr::new(192, 168, 7, 3)]);
-        m.host_name =
-            Some("Node-7.very.long.example.com.that.exceeds.the.kernel.limit.of.sixty.four".into());
-        m.domain_name = Some("lab.example".into());
-        m.mtu = Some(40);
-        m.lease_time_sec = 3600;
-        let l = DhcpLease::from_mozim(&m).unwrap();
+    fn dhcpack_is_reduced_to_what_the_node_uses() {
+        use super::super::dhcp::packet::{ClasslessRoute, DhcpOptions, MessageType, Op};
+        let mut ack = DhcpMessage {
+            op: Op::Reply,
+            xid: 1,
+            secs: 0,
+            broadcast: true,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(192, 168, 7, 20),
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: [2, 0, 0, 0, 0, 1],
+            options: DhcpOptions {
+                message_type: Some(MessageType::Ack),
+                subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+                server_id: Some(Ipv4Addr::new(192, 168, 7, 1)),
+                routers: vec![Ipv4Addr::new(192, 168, 7, 1)],
+                dns: vec![Ipv4Addr::new(192, 168, 7, 2)],
+                ntp: vec![Ipv4Addr::new(192, 168, 7, 3)],
+                hostname: Some(
+                    "Node-7.very.long.example.com.that.exceeds.the.kernel.limit.of.sixty.four"
+                        .into(),
+                ),
+                domain_name: Some("lab.example".into()),
+                mtu: Some(40),
+                lease_time: Some(3600),
+                classless_routes: vec![ClasslessRoute {
+                    destination: Ipv4Addr::new(10, 9, 0, 0),
+                    prefix: 16,
+                    router: Ipv4Addr::new(192, 168, 7, 254),
+                }],
+                ..DhcpOptions::default()
+            },
+        };
+        let l = DhcpLease::from_ack(&ack).unwrap();
         assert_eq!(l.address.to_string(), "192.168.7.20/24");
+        assert_eq!(l.server, Ipv4Addr::new(192, 168, 7, 1));
         assert_eq!(l.ntp, [Ipv4Addr::new(192, 168, 7, 3)]);
         assert_eq!(
             l.hostname.unwrap().as_str(),
@@ -342,14 +379,30 @@ mod tests {
         assert_eq!(l.search[0].as_str(), "lab.example");
         assert_eq!(l.mtu, None, "an MTU below 68 is ignored");
         assert_eq!(l.lease_time, Duration::from_secs(3600));
+        assert_eq!(l.classless_routes[0].0.to_string(), "10.9.0.0/16");
 
-        m.subnet_mask = Ipv4Addr::new(255, 0, 255, 0);
+        ack.options.domain_search = vec!["a.example".into(), "not a name".into()];
+        let l = DhcpLease::from_ack(&ack).unwrap();
+        assert_eq!(l.search.len(), 1, "119 wins over 15; bad names dropped");
+        assert_eq!(l.search[0].as_str(), "a.example");
+
+        ack.options.subnet_mask = Some(Ipv4Addr::new(255, 0, 255, 0));
         assert_eq!(
-            DhcpLease::from_mozim(&m),
-            Err(LeaseError::BadNetmask(m.subnet_mask))
+            DhcpLease::from_ack(&ack),
+            Err(LeaseError::BadNetmask(Ipv4Addr::new(255, 0, 255, 0)))
         );
-        m.subnet_mask = Ipv4Addr::new(255, 255, 255, 0);
-        m.yiaddr = Ipv4Addr::UNSPECIFIED;
-        assert!(DhcpLease::from_mozim(&m).is_err());
+        ack.options.subnet_mask = None;
+        assert_eq!(
+            DhcpLease::from_ack(&ack).unwrap().address.to_string(),
+            "192.168.7.20/24"
+        );
+        ack.options.lease_time = None;
+        assert_eq!(
+            DhcpLease::from_ack(&ack),
+            Err(LeaseError::Missing("lease time (51)"))
+        );
+        ack.options.lease_time = Some(60);
+        ack.yiaddr = Ipv4Addr::UNSPECIFIED;
+        assert!(DhcpLease::from_ack(&ack).is_err());
     }
 }

@@ -6,7 +6,9 @@
 //! - [`lease`] (sans-IO) turns DHCP leases and their expiry into changes;
 //! - [`resolv`] and [`hostname`] (sans-IO) pick name servers and the host
 //!   name from config and leases;
-//! - [`netlink`] and [`dhcp`] are the I/O shells (rtnetlink, mozim);
+//! - [`dhcp`] holds our DHCPv4 client: a sans-IO packet codec and state
+//!   machine, and a per-link task around them;
+//! - [`netlink`] and the DHCP task are the I/O shells;
 //! - one task (`NetworkTask`) owns all per-link state. It re-plans at start, on
 //!   every netlink link event (hotplug), on a slow periodic rescan (which
 //!   also retries failed steps) and on a config change. Callers talk to it
@@ -32,7 +34,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::dhcp::{DhcpEvent, DhcpHandle, DhcpParams, StopMode, apply_tracked};
-use self::entropy::EntropyGate;
 use self::hostname::{HostnameSource, choose_hostname};
 use self::lease::DhcpLease;
 use self::netlink::{Netlink, NetlinkError};
@@ -164,7 +165,6 @@ impl NetworkHandle {
         let (status_tx, status) = watch::channel(NetworkStatus::default());
         let (dhcp_tx, dhcp_rx) = mpsc::unbounded_channel();
         let task = NetworkTask {
-            entropy: EntropyGate::start(),
             config,
             options,
             netlink,
@@ -240,7 +240,6 @@ impl LinkRuntime {
 
 /// The task that owns link state. See the module docs.
 struct NetworkTask {
-    entropy: EntropyGate,
     config: MachineConfig,
     options: NetworkOptions,
     netlink: Netlink,
@@ -469,6 +468,7 @@ impl NetworkTask {
             index: rt.info.index,
             name: rt.info.name.clone(),
             mac: rt.info.mac?,
+            carrier: rt.info.carrier,
             accept_mtu: m.accept_dhcp_mtu,
             hostname: self.config.node.hostname.clone(),
         };
@@ -476,18 +476,17 @@ impl NetworkTask {
             params,
             self.netlink.clone(),
             self.dhcp_tx.clone(),
-            self.entropy.clone(),
         ))
     }
 
-    /// Records the link's carrier and tells its DHCP client when it comes
-    /// up (see [`DhcpHandle::carrier_up`]).
+    /// Records the link's carrier and tells its DHCP client when it
+    /// changes (see [`DhcpHandle::set_carrier`]).
     fn on_carrier(&mut self, now: &LinkInfo) {
         if let Some(rt) = self.links.get_mut(&now.index) {
-            if rt.info.carrier_came_up(now)
+            if rt.info.carrier != now.carrier
                 && let Some(dhcp) = &rt.dhcp
             {
-                dhcp.carrier_up();
+                dhcp.set_carrier(now.carrier);
             }
             rt.info.carrier = now.carrier;
         }
