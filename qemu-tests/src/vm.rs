@@ -574,6 +574,11 @@ impl<'n> Vm<'n> {
     pub fn mac(&self) -> MacAddr {
         self.mac
     }
+    /// QEMU's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
     /// When QEMU was spawned.
     #[must_use]
     pub fn started(&self) -> Instant {

@@ -302,3 +302,25 @@ fn network_teardown_removes_namespace_and_nothing_leaves_it() {
         "namespace {name} survived its Network"
     );
 }
+
+#[test]
+fn a_panicking_scenario_still_kills_its_vm_and_deletes_its_namespace() {
+    let image = image();
+    let mut seen = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let net = network("a_panicking_scenario_still_kills_its_vm_and_deletes_its_namespace");
+        let vm = Vm::start(&net, VmSpec::virtio_disk("doomed", image)).or_panic("starting the VM");
+        seen = Some((net.name().to_owned(), vm.pid()));
+        panic!("deliberate failure with a VM running");
+    }));
+    assert!(outcome.is_err(), "the closure was meant to panic");
+    let (namespace, pid) = seen.expect("the VM started before the panic");
+    assert!(
+        !std::path::Path::new("/run/netns").join(&namespace).exists(),
+        "namespace {namespace} survived the panic"
+    );
+    assert!(
+        !std::path::Path::new("/proc").join(pid.to_string()).exists(),
+        "QEMU (pid {pid}) survived the panic"
+    );
+}
