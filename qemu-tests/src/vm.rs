@@ -532,12 +532,10 @@ impl<'n> Vm<'n> {
             source,
         })?;
         let args = qemu_args(&plan);
-        std::fs::write(
-            net.log_dir().join(format!("{}.cmdline", plan.spec.name)),
-            args.join(" "),
-        )
-        .map_err(|source| VmStartError::Log {
-            path: qemu_log.clone(),
+        // Saved so a failed VM can be rerun by hand with the same arguments.
+        let cmdline = net.log_dir().join(format!("{}.cmdline", plan.spec.name));
+        std::fs::write(&cmdline, args.join(" ")).map_err(|source| VmStartError::Log {
+            path: cmdline,
             source,
         })?;
         let started = Instant::now();
