@@ -412,12 +412,25 @@ impl Network {
         })
     }
 
-    /// The lease held by `mac`, if any.
+    /// The newest lease held by `mac`, if any.
     ///
     /// # Errors
     /// See [`Network::leases`].
     pub fn lease_for(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseReadError> {
-        Ok(self.leases()?.into_iter().find(|lease| lease.mac == mac))
+        // One MAC can hold two leases when its firmware (iPXE) and its OS
+        // identify differently; the one granted last expires last.
+        let expiry = |lease: &Lease| {
+            if lease.expires == 0 {
+                u64::MAX
+            } else {
+                lease.expires
+            }
+        };
+        Ok(self
+            .leases()?
+            .into_iter()
+            .filter(|lease| lease.mac == mac)
+            .max_by_key(expiry))
     }
 }
 
