@@ -8,10 +8,13 @@
 //! hours of lease time in microseconds.
 //!
 //! ```text
-//!   INIT --DISCOVER--> SELECTING --OFFER/REQUEST--> REQUESTING --ACK--> BOUND
-//!    ^                                                  | NAK          | T1
-//!    +--------------------------------------------------+         RENEWING (unicast)
-//!    +------- NAK or lease expired ------- REBINDING (broadcast) <-- T2
+//! INIT       --(send DISCOVER)--> SELECTING
+//! SELECTING  --OFFER (send REQUEST)--> REQUESTING
+//! REQUESTING --ACK--> BOUND;  --NAK--> INIT;  --4 REQUESTs unanswered--> SELECTING
+//! BOUND      --T1 (send REQUEST by unicast to the server)--> RENEWING
+//! RENEWING   --ACK--> BOUND;  --T2 (send REQUEST by broadcast)--> REBINDING
+//! REBINDING  --ACK--> BOUND;  --lease expired--> INIT (and DISCOVER at once)
+//! RENEWING, REBINDING --NAK--> INIT
 //! ```
 //!
 //! Transaction IDs and retransmission jitter come from [`SplitMix64`], a
@@ -981,5 +984,94 @@ mod tests {
         c.handle_packet(t0, &ack.encode());
         assert_eq!(c.phase(), Phase::Bound);
         assert_eq!(c.deadline(), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Tick(u16),
+        Up,
+        Down,
+        Garbage(Vec<u8>),
+        Reply {
+            kind: u8,
+            other_server: bool,
+            lease: u32,
+            t1: Option<u32>,
+        },
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u16..200).prop_map(Event::Tick),
+            Just(Event::Up),
+            Just(Event::Down),
+            proptest::collection::vec(any::<u8>(), 0..400).prop_map(Event::Garbage),
+            (
+                1u8..=8,
+                any::<bool>(),
+                1u32..400,
+                proptest::option::of(0u32..500)
+            )
+                .prop_map(|(kind, other_server, lease, t1)| Event::Reply {
+                    kind,
+                    other_server,
+                    lease,
+                    t1
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, the client never panics and never asks the
+        /// shell to spin: a deadline that has passed is acted on by the
+        /// next tick.
+        #[test]
+        fn any_event_sequence_keeps_the_timer_moving(events in proptest::collection::vec(event(), 1..60)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut c = client();
+            let mut last_sent: Option<DhcpMessage> = None;
+            for e in events {
+                let actions = match e {
+                    Event::Tick(secs) => {
+                        now += Duration::from_secs(secs.into());
+                        c.tick(now)
+                    }
+                    Event::Up => c.link_up(now),
+                    Event::Down => {
+                        c.link_down();
+                        Vec::new()
+                    }
+                    Event::Garbage(bytes) => c.handle_packet(now, &bytes),
+                    Event::Reply { kind, other_server, lease, t1 } => match &last_sent {
+                        Some(to) => {
+                            let kind = MessageType::from_code(kind).unwrap_or(MessageType::Ack);
+                            let server = if other_server { Ipv4Addr::new(10, 0, 0, 2) } else { SERVER };
+                            let mut r = reply(to, kind, server);
+                            r.options.lease_time = Some(lease);
+                            r.options.renewal_time = t1;
+                            r.options.rebinding_time = None;
+                            c.handle_packet(now, &r.encode())
+                        }
+                        None => Vec::new(),
+                    },
+                };
+                for a in &actions {
+                    if let DhcpAction::Send { packet, .. } = a {
+                        last_sent = Some(DhcpMessage::decode(packet).expect("our packet decodes"));
+                    }
+                }
+                if let Some(at) = c.deadline().filter(|at| *at <= now) {
+                    let before = c.deadline();
+                    let acted = c.tick(now);
+                    proptest::prop_assert!(
+                        !acted.is_empty() || c.deadline() != before,
+                        "deadline {at:?} passed but tick did nothing in {:?}",
+                        c.phase()
+                    );
+                }
+            }
+        }
     }
 }

@@ -111,7 +111,8 @@ impl MessageType {
         }
     }
 
-    fn from_code(code: u8) -> Option<Self> {
+    /// The type for option 53 value `code`, if it is one.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         Some(match code {
             1 => Self::Discover,
             2 => Self::Offer,
