@@ -32,8 +32,8 @@ impl Accel {
             Self::Kvm => &["-accel", "kvm", "-cpu", "host"],
             // QEMU's default model (cheap to emulate) plus RDRAND, which
             // every real x86 server has: without it the guest kernel's RNG
-            // takes minutes to initialise under TCG, and everything that
-            // needs randomness early (DHCP transaction ids) stalls.
+            // takes minutes to initialise under TCG, and anything that
+            // blocks on it early in boot stalls.
             Self::Tcg => &["-accel", "tcg", "-cpu", "qemu64,+rdrand"],
         }
     }
