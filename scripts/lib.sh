@@ -47,6 +47,16 @@ ensure_host_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The image builder fetches the pinned kernel with `apt-get download`,
+# which needs package lists; fresh containers and cloud images often ship
+# without them.
+ensure_apt_lists() {
+  if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+    say "no apt package lists yet: running apt-get update"
+    apt-get update -qq
+  fi
+}
+
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     say "cargo is not installed: install Rust 1.90 or newer with rustup (https://rustup.rs), then run this again"
