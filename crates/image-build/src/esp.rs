@@ -6,7 +6,8 @@
 //! [`write_fat32`] then formats a FAT32 file system with `fatfs` and
 //! writes the set in sorted order with every timestamp at
 //! `SOURCE_DATE_EPOCH` and a derived volume id, so the bytes are stable.
-//! `loader.conf` never sets `default`: with it, systemd-boot keeps booting
+//! [`crate::fat_dots`] then puts each directory's `.` and `..` entries in
+//! the form `fsck.fat` expects. `loader.conf` never sets `default`: with it, systemd-boot keeps booting
 //! an entry whose boot counter ran out instead of falling back.
 
 use std::collections::BTreeMap;
@@ -103,6 +104,8 @@ pub enum EspError {
     },
     #[error("the ESP files need {needed} bytes but the partition holds {available}")]
     TooSmall { needed: u64, available: u64 },
+    #[error("repairing the ESP's directory entries")]
+    DotEntries(#[source] crate::fat_dots::FatDotsError),
 }
 
 /// Every FAT timestamp is this one.
@@ -207,6 +210,7 @@ where
         }
     }
     fs.unmount().map_err(EspError::Format)?;
+    crate::fat_dots::repair(&mut disk).map_err(EspError::DotEntries)?;
     Ok(disk)
 }
 

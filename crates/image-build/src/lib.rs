@@ -82,6 +82,7 @@ pub mod convert;
 pub mod deb;
 pub mod disk;
 pub mod esp;
+pub mod fat_dots;
 pub mod initramfs;
 pub mod modules;
 pub mod ova;

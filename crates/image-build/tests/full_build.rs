@@ -95,6 +95,7 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
     );
     check_initramfs_modules(&std::fs::read(a.join("pxe/initramfs.img")).unwrap());
     check_esp(&a.join("cairn.raw"));
+    check_partitions_with_fsck(&a.join("cairn.raw"), tmp.path());
     let status = std::process::Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(&a)
@@ -299,4 +300,49 @@ fn check_esp(raw: &Path) {
         .read_to_end(&mut boot)
         .unwrap();
     assert!(boot.starts_with(b"MZ"));
+}
+
+/// Runs the filesystem checkers operators would run (dosfstools' fsck.fat,
+/// e2fsprogs' e2fsck) on copies of the ESP and STATE partitions, read-only.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: any failure is the test failing"
+)]
+fn check_partitions_with_fsck(raw: &Path, scratch: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let profile = Profile::load(&default_profile()).unwrap();
+    let layout =
+        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let checks = [
+        ("esp.img", layout.esp, "fsck.fat", vec!["-n"], "dosfstools"),
+        (
+            "state.img",
+            layout.state,
+            "e2fsck",
+            vec!["-f", "-n"],
+            "e2fsprogs",
+        ),
+    ];
+    for (name, extent, tool, args, package) in checks {
+        let mut file = std::fs::File::open(raw).unwrap();
+        file.seek(SeekFrom::Start(extent.offset_bytes())).unwrap();
+        let mut part = vec![0u8; usize::try_from(extent.len_bytes()).unwrap()];
+        file.read_exact(&mut part).unwrap();
+        let path = scratch.join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&part)
+            .unwrap();
+        let out = std::process::Command::new(tool)
+            .args(&args)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool} (Debian package {package}): {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} finds errors in {name}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
