@@ -10,16 +10,12 @@ CAIRN_HOST_PACKAGES=(
   qemu-system-x86   # qemu-system-x86_64: boots the images
   ovmf              # UEFI firmware for the VMs
   systemd-boot-efi  # the boot loader put on the ESP
-  mtools            # inspecting the ESP in tests
-  dosfstools        # fsck.vfat in tests
-  e2fsprogs         # mkfs.ext4 -d for STATE
-  qemu-utils        # qemu-img: qcow2 and vmdk
+  dosfstools        # fsck.fat checks the built ESP in tests
+  e2fsprogs         # mkfs.ext4 for STATE, e2fsck in tests
+  qemu-utils        # qemu-img: qcow2, vmdk and per-VM overlays
   dnsmasq-base      # DHCP and TFTP on the test network (no service)
   iproute2          # ip netns, bridges, taps
   ipxe-qemu         # NIC boot ROMs for PXE
-  cpio              # inspecting the initramfs in tests
-  xz-utils
-  ca-certificates
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
