@@ -935,6 +935,34 @@ mod tests {
     }
 
     #[test]
+    fn node_csr_cannot_ask_for_another_role_or_ca_powers() {
+        let ca = CertificateAuthority::create(&name("test"), SystemTime::now()).expect("ca");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "cairn:admin");
+        dn.push(DnType::CommonName, "node-9");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let csr = params.serialize_request(&key).expect("csr");
+
+        let parsed = NodeCsr::from_der(csr.der()).expect("csr verifies");
+        let der = der_of(&ca.sign_node_csr(&parsed, SystemTime::now()).expect("sign"));
+
+        assert_eq!(peer_identity(&der).expect("identity").role, Role::Node);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parses");
+        let bc = cert
+            .basic_constraints()
+            .expect("ext")
+            .expect("present")
+            .value;
+        assert!(!bc.ca);
+        let ku = cert.key_usage().expect("ext").expect("present").value;
+        assert!(!ku.key_cert_sign());
+    }
+
+    #[test]
     fn tampered_csr_is_refused() {
         let csr = node_csr(&NodeCertRequest {
             name: name("node-1"),

@@ -180,11 +180,16 @@ impl PkiStore {
             path: self.dir.clone(),
             source,
         };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&self.dir)
-            .map_err(fail)?;
+        // Parents get the default mode (other parts of Cairn share
+        // /var/lib/cairn); only the PKI directory itself is private.
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent).map_err(fail)?;
+        }
+        match DirBuilder::new().mode(DIR_MODE).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(e)),
+        }
         // An existing directory keeps its old mode through create(); tighten it.
         fs::set_permissions(&self.dir, Permissions::from_mode(DIR_MODE)).map_err(fail)
     }
@@ -248,7 +253,7 @@ mod tests {
     #[test]
     fn store_round_trips_ca_and_node_material_with_private_modes() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let store = PkiStore::new(tmp.path().join("pki"));
+        let store = PkiStore::new(tmp.path().join("lib/cairn/pki"));
         let ca = ca();
         let node = node(&ca);
         store.save_ca(&ca).expect("save ca");
@@ -260,6 +265,11 @@ mod tests {
         assert_eq!(store.load_node().expect("load node"), node);
 
         assert_eq!(mode_of(store.dir()), 0o700);
+        assert_ne!(
+            mode_of(&tmp.path().join("lib/cairn")),
+            0o700,
+            "parents keep the default mode"
+        );
         assert_eq!(mode_of(&store.dir().join(CA_KEY_FILE)), 0o600);
         assert_eq!(mode_of(&store.dir().join(NODE_KEY_FILE)), 0o600);
         assert_eq!(mode_of(&store.dir().join(CA_CERT_FILE)), 0o644);
