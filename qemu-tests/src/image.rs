@@ -17,20 +17,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use image_build::build::{ARTIFACTS, SUMS_FILE};
+
 use crate::lock::{FileLock, LockError};
 use crate::paths;
-
-/// File names `cairn-image build` writes (relative to its output directory).
-pub const ARTIFACTS: [&str; 8] = [
-    "cairn.raw",
-    "cairn.qcow2",
-    "cairn.vmdk",
-    "cairn.ova",
-    "pxe/vmlinuz",
-    "pxe/initramfs.img",
-    "pxe/boot.ipxe",
-    "SHA256SUMS",
-];
 
 /// A directory holding a complete `cairn-image build` output.
 #[derive(Debug, Clone)]
@@ -93,7 +83,7 @@ impl Image {
     /// # Errors
     /// [`ImageError::MissingArtifact`] if any artifact is absent.
     pub fn from_dir(dir: &Path, origin: &str) -> Result<Self, ImageError> {
-        for artifact in ARTIFACTS {
+        for artifact in ARTIFACTS.into_iter().chain([SUMS_FILE]) {
             if !dir.join(artifact).is_file() {
                 return Err(ImageError::MissingArtifact {
                     dir: dir.to_path_buf(),
@@ -123,10 +113,10 @@ impl Image {
         let _lock = FileLock::exclusive(&paths::harness_dir().join("image.lock"))
             .map_err(ImageError::Lock)?;
         let forced = std::env::var_os("CAIRN_IMAGE_REBUILD").is_some_and(|v| v == "1");
-        if forced || !is_fresh(&dir.join("SHA256SUMS")) {
+        if forced || !is_fresh(&dir.join(SUMS_FILE)) {
             // SHA256SUMS is written last by the builder; removing it first
             // means a build that dies halfway never looks fresh.
-            remove_if_present(&dir.join("SHA256SUMS"))?;
+            remove_if_present(&dir.join(SUMS_FILE))?;
             run_cargo_image(&["build", "--output"], &dir)?;
         }
         Self::from_dir(&dir, "cargo run --release -p image-build -- build")

@@ -428,6 +428,21 @@ fn rename(from: &Path, to: &Path) -> Result<(), BuildError> {
     fs::rename(from, to).map_err(io("moving into place", to))
 }
 
+/// What `build` writes, relative to the output directory; each is listed
+/// in [`SUMS_FILE`]. Test harnesses check for these names too.
+pub const ARTIFACTS: [&str; 7] = [
+    "cairn.raw",
+    "cairn.qcow2",
+    "cairn.vmdk",
+    "cairn.ova",
+    "pxe/vmlinuz",
+    "pxe/initramfs.img",
+    "pxe/boot.ipxe",
+];
+
+/// The checksum file (`sha256sum -c` format) `build` writes last.
+pub const SUMS_FILE: &str = "SHA256SUMS";
+
 /// Builds the Cairn image set into `opts.output`.
 pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, BuildError> {
     let ctx = Context::new(&opts.profile, opts.source_date_epoch.as_deref(), &opts.repo)?;
@@ -568,18 +583,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
     }
 
     let step = reporter.step("writing SHA256SUMS");
-    let names = [
-        "cairn.raw",
-        "cairn.qcow2",
-        "cairn.vmdk",
-        "cairn.ova",
-        "pxe/vmlinuz",
-        "pxe/initramfs.img",
-        "pxe/boot.ipxe",
-    ];
     let mut sums = Vec::new();
     let mut artifacts = BTreeMap::new();
-    for name in names {
+    for name in ARTIFACTS {
         let p = out.join(name);
         sums.push((
             name.to_owned(),
@@ -587,7 +593,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
         ));
         artifacts.insert(name.to_owned(), file_size(&p)?);
     }
-    let sums_path = out.join("SHA256SUMS");
+    let sums_path = out.join(SUMS_FILE);
     fs::write(&sums_path, checksums::sha256sums(&sums)).map_err(io("writing", &sums_path))?;
     step.finish("");
     work.close()
