@@ -311,8 +311,9 @@ impl EventLoop {
         // The set of button fds may have changed: re-register them all.
         for file in self.buttons.files() {
             let event = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_BUTTON);
-            if let Err(Errno::EEXIST) = self.epoll.add(file.as_fd(), event) {
-                // Already registered.
+            match self.epoll.add(file.as_fd(), event) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => self.log.error(format_args!("watching a power button: {e}")),
             }
         }
         if self.watchdog.is_none() {
