@@ -1,0 +1,377 @@
+//! The route table: every path the node serves, the least role it needs,
+//! and its body types.
+//!
+//! `cairnd` builds its router from [`ROUTES`] and checks each request's
+//! role against [`Route::role`]; the OpenAPI document is generated from
+//! the same table. A route added here without a handler fails the server's
+//! tests, and a handler without a row here is unreachable.
+
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+use crate::types::{
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse,
+    IssueCertificateRequest, IssuedCertificate, JoinRequest, KernelLog, LogEntry, LogQuery,
+    MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+};
+
+/// What a client certificate allows, least to most. `cairn:node`
+/// certificates are for the peer port and hold no role here.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read-only: node info, logs, network, config (redacted).
+    Reader,
+    /// Day-to-day changes: config, reboot, shutdown.
+    Operator,
+    /// Everything, including issuing credentials.
+    Admin,
+}
+
+impl Role {
+    /// Every role, least first.
+    pub const ALL: [Role; 3] = [Role::Reader, Role::Operator, Role::Admin];
+
+    /// Whether a holder of `self` may call a route that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+
+    /// The lowercase name (`reader`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a role.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown role {0:?}, expected reader, operator or admin")]
+pub struct ParseRoleError(String);
+
+impl std::str::FromStr for Role {
+    type Err = ParseRoleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| ParseRoleError(s.to_owned()))
+    }
+}
+
+/// HTTP methods the API uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Read.
+    Get,
+    /// Act or create.
+    Post,
+    /// Replace.
+    Put,
+}
+
+impl Method {
+    /// Upper-case name (`GET`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+
+    /// Whether a call changes something on the node.
+    pub const fn is_mutating(self) -> bool {
+        !matches!(self, Method::Get)
+    }
+}
+
+/// Writes a type's schema into the generator and returns a reference to
+/// it.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// What a successful call returns.
+#[derive(Clone, Copy, Debug)]
+pub enum Success {
+    /// A JSON object with this status code.
+    Json {
+        /// HTTP status (200, 202).
+        status: u16,
+        /// The body's schema.
+        body: SchemaFn,
+    },
+    /// `application/x-ndjson`: one JSON object of this schema per line.
+    NdJson {
+        /// The schema of each line.
+        line: SchemaFn,
+    },
+    /// Nothing yet: the route is reserved and answers an [`ApiError`]
+    /// until the feature behind it lands.
+    Reserved,
+}
+
+/// One route.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// Method.
+    pub method: Method,
+    /// Path, with `{name}` placeholders.
+    pub path: &'static str,
+    /// Stable identifier (`node_info`), the OpenAPI `operationId`.
+    pub operation: &'static str,
+    /// One line for humans.
+    pub summary: &'static str,
+    /// The least role a member node asks of the caller's certificate.
+    pub role: Role,
+    /// Whether a node in maintenance mode serves it (with the setup token
+    /// in the body instead of a client certificate).
+    pub maintenance: bool,
+    /// Query string, described by a struct whose fields are the
+    /// parameters.
+    pub query: Option<SchemaFn>,
+    /// JSON request body.
+    pub request: Option<SchemaFn>,
+    /// What success looks like.
+    pub success: Success,
+}
+
+/// Every route the API serves.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/v1/version",
+        operation: "version",
+        summary: "Cairn and API version of the node",
+        role: Role::Reader,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<VersionInfo>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/node",
+        operation: "node_info",
+        summary: "Name, version, addresses, uptime, kernel, boot entry and certificates",
+        role: Role::Reader,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<NodeInfo>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/node/logs",
+        operation: "node_logs",
+        summary: "System log of init and cairnd, this boot or an earlier one, optionally followed",
+        role: Role::Reader,
+        maintenance: false,
+        query: Some(schema::<LogQuery>),
+        request: None,
+        success: Success::NdJson {
+            line: schema::<LogEntry>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/node/dmesg",
+        operation: "node_dmesg",
+        summary: "Kernel log",
+        role: Role::Reader,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<KernelLog>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/node/network",
+        operation: "node_network",
+        summary: "Links, addresses, routes, DNS and host name",
+        role: Role::Reader,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<NetworkState>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/node/config",
+        operation: "node_config_get",
+        summary: "The machine config in force, secrets redacted",
+        role: Role::Reader,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<MachineConfigDocument>,
+        },
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/node/config",
+        operation: "node_config_apply",
+        summary: "Validate and apply a new machine config (or only validate, with dry_run)",
+        role: Role::Operator,
+        maintenance: false,
+        query: None,
+        request: Some(schema::<ApplyConfigRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<ApplyConfigResponse>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/node/reboot",
+        operation: "node_reboot",
+        summary: "Orderly reboot through cairn-init",
+        role: Role::Operator,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 202,
+            body: schema::<PowerResponse>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/node/shutdown",
+        operation: "node_shutdown",
+        summary: "Orderly power-off through cairn-init",
+        role: Role::Operator,
+        maintenance: false,
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 202,
+            body: schema::<PowerResponse>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/certs",
+        operation: "cert_issue",
+        summary: "Issue a client certificate for a role from a CSR",
+        role: Role::Admin,
+        maintenance: false,
+        query: None,
+        request: Some(schema::<IssueCertificateRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<IssuedCertificate>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/bootstrap",
+        operation: "cluster_bootstrap",
+        summary: "Create a new cluster with this node as its first member",
+        role: Role::Admin,
+        maintenance: true,
+        query: None,
+        request: Some(schema::<BootstrapRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<BootstrapResponse>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/join",
+        operation: "cluster_join",
+        summary: "Join an existing cluster (answers join_unavailable until Raft membership lands)",
+        role: Role::Admin,
+        maintenance: true,
+        query: None,
+        request: Some(schema::<JoinRequest>),
+        success: Success::Reserved,
+    },
+];
+
+/// The route with this operation id.
+pub fn route(operation: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.operation == operation)
+}
+
+/// The schema of error bodies.
+pub(crate) fn error_schema(generator: &mut SchemaGenerator) -> Schema {
+    schema::<ApiError>(generator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn roles_are_ordered_least_first() {
+        assert!(Role::Admin.allows(Role::Reader));
+        assert!(Role::Operator.allows(Role::Operator));
+        assert!(!Role::Reader.allows(Role::Operator));
+        assert!(!Role::Operator.allows(Role::Admin));
+        assert_eq!("operator".parse::<Role>().unwrap(), Role::Operator);
+        assert!("cairn:admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn operations_and_method_paths_are_unique() {
+        let mut ops = HashSet::new();
+        let mut endpoints = HashSet::new();
+        for r in ROUTES {
+            assert!(ops.insert(r.operation), "duplicate {}", r.operation);
+            assert!(endpoints.insert((r.method, r.path)), "duplicate {}", r.path);
+            assert!(r.path.starts_with("/v1/"), "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn every_mutating_route_needs_more_than_reader() {
+        for r in ROUTES.iter().filter(|r| r.method.is_mutating()) {
+            assert!(r.role > Role::Reader, "{} is mutating", r.operation);
+        }
+    }
+
+    #[test]
+    fn only_bootstrap_and_join_are_served_in_maintenance_mode() {
+        let maintenance: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.maintenance)
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(maintenance, ["cluster_bootstrap", "cluster_join"]);
+    }
+}
