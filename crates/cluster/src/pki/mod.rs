@@ -759,6 +759,96 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
     Ok(PeerIdentity { common_name, role })
 }
 
+/// The parts of a certificate an operator looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Subject common name (empty when there is none).
+    pub common_name: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// SHA-256 of the DER encoding.
+    pub fingerprint: Fingerprint,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+/// A certificate that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate does not parse")]
+pub struct DescribeError(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>);
+
+/// Reads subject, validity, fingerprint and SANs out of a DER certificate.
+pub fn describe(der: &[u8]) -> Result<CertSummary, DescribeError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(DescribeError)?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let at = |t: x509_parser::time::ASN1Time| {
+        let seconds = t.timestamp();
+        if seconds >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs())
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+        }
+    };
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    dns_names.push((*dns).to_owned());
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        ip_addresses.push(IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        ip_addresses.push(IpAddr::from(v6));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertSummary {
+        common_name,
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+        fingerprint: Fingerprint::of_der(der),
+        dns_names,
+        ip_addresses,
+    })
+}
+
+/// A self-signed server certificate for a node that belongs to no cluster
+/// yet (maintenance mode). Nothing chains to it: clients pin its
+/// [`Fingerprint`], which the node prints on its console.
+pub fn self_signed_server(
+    request: &NodeCertRequest,
+    now: SystemTime,
+) -> Result<IssuedCert, IssueError> {
+    let key =
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(IssueError::GenerateKey)?;
+    let mut params = leaf_params(now, NODE_CERT_VALIDITY)?;
+    params.distinguished_name = subject(&request.name, Role::Node);
+    params.subject_alt_names =
+        sans(request).map_err(|(name, e)| IssueError::BadDnsName(name, e))?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key).map_err(IssueError::Sign)?;
+    Ok(IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,6 +863,26 @@ mod tests {
     fn der_of(pem: &str) -> CertificateDer<'static> {
         use rustls_pki_types::pem::PemObject;
         CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate pem")
+    }
+
+    #[test]
+    fn describe_reads_names_validity_and_fingerprint() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let request = NodeCertRequest {
+            name: name("node-a"),
+            dns_names: vec!["node-a".into(), "localhost".into()],
+            ip_addresses: vec![IpAddr::from(Ipv4Addr::new(10, 0, 0, 5))],
+        };
+        let cert = self_signed_server(&request, now).unwrap();
+        let der = der_of(&cert.cert_pem);
+        let summary = describe(&der).unwrap();
+        assert_eq!(summary.common_name, "node-a");
+        assert_eq!(summary.not_before, now - NOT_BEFORE_BACKDATE);
+        assert_eq!(summary.not_after, now + NODE_CERT_VALIDITY);
+        assert_eq!(summary.fingerprint, Fingerprint::of_der(&der));
+        assert_eq!(summary.dns_names, ["node-a", "localhost"]);
+        assert_eq!(summary.ip_addresses, request.ip_addresses);
+        assert!(describe(b"not a certificate").is_err());
     }
 
     #[test]
