@@ -697,6 +697,7 @@ fn agent_options(dir: &Path, cmdline: &str) -> AgentOptions {
     std::fs::write(dir.join("cmdline"), cmdline).unwrap();
     AgentOptions {
         config_paths: ConfigPaths {
+            applied: dir.join("var/lib/cairn/config.toml"),
             cmdline: dir.join("cmdline"),
             esp: dir.join("efi/cairn/config.toml"),
             fw_cfg: dir.join("fw_cfg/raw"),

@@ -20,7 +20,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Deserialize;
 
 pub use source::{ConfigOrigin, ConfigPaths};
-pub use types::{DomainName, Hostname, InterfaceName, Ipv4Cidr, MacAddr, Mtu, ValueError};
+pub use types::{
+    DomainName, Hostname, InterfaceName, Ipv4Cidr, MacAddr, Mtu, SetupToken, ValueError,
+};
 
 /// The embedded default: DHCP on every physical link. A node booted with no
 /// config at all, or with a bad one, runs on this.
@@ -40,6 +42,19 @@ pub struct MachineConfig {
     /// Links, addresses, routes and resolver.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Cluster membership.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// The token that authorises `cairn cluster init` (and joins) while the
+    /// node is in maintenance mode. Without it the node generates one at
+    /// boot and prints it on the console.
+    pub setup_token: Option<SetupToken>,
 }
 
 /// `[node]`
@@ -150,6 +165,74 @@ impl TryFrom<RawInterfaceConfig> for InterfaceConfig {
             mtu: raw.mtu,
         })
     }
+}
+
+/// Keys whose values are secrets: never shown by `GET /v1/node/config`.
+pub const SECRET_KEYS: &[(&str, &str)] = &[("cluster", "setup-token")];
+
+/// What replaces a secret in a shown config.
+pub const REDACTED: &str = "<redacted>";
+
+/// The machine config in force, with the text it was parsed from (for
+/// `cairn node config get`) and where that text came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveConfig {
+    /// The parsed config.
+    pub config: MachineConfig,
+    /// Its source.
+    pub origin: ConfigOrigin,
+    /// Its text.
+    pub text: String,
+}
+
+impl ActiveConfig {
+    /// The embedded default.
+    pub fn embedded_default() -> Self {
+        Self {
+            config: MachineConfig::embedded_default(),
+            origin: ConfigOrigin::Default,
+            text: DEFAULT_CONFIG_TOML.to_owned(),
+        }
+    }
+
+    /// The text with every [`SECRET_KEYS`] value replaced by [`REDACTED`],
+    /// and the key paths that were. Text without secrets comes back as it
+    /// is, comments included; text with secrets is re-serialized.
+    pub fn redacted(&self) -> (String, Vec<String>) {
+        let Ok(mut table) = self.text.parse::<toml::Table>() else {
+            // The text parsed once already; if it does not now, show none
+            // of it rather than risk a secret.
+            return (String::new(), vec!["*".to_owned()]);
+        };
+        let mut redacted = Vec::new();
+        for (section, key) in SECRET_KEYS {
+            if let Some(toml::Value::Table(t)) = table.get_mut(*section)
+                && let Some(value) = t.get_mut(*key)
+            {
+                *value = toml::Value::String(REDACTED.to_owned());
+                redacted.push(format!("{section}.{key}"));
+            }
+        }
+        if redacted.is_empty() {
+            return (self.text.clone(), redacted);
+        }
+        (toml::to_string(&table).unwrap_or_default(), redacted)
+    }
+}
+
+/// The top-level sections that differ between two configs.
+pub fn changed_sections(old: &MachineConfig, new: &MachineConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.node != new.node {
+        out.push("node");
+    }
+    if old.network != new.network {
+        out.push("network");
+    }
+    if old.cluster != new.cluster {
+        out.push("cluster");
+    }
+    out
 }
 
 /// Which config the node runs on, for logs, /readyz and /metrics.
@@ -452,6 +535,54 @@ mod tests {
         assert_eq!(config, MachineConfig::default());
         assert!(config.network.interfaces.is_empty());
         assert_eq!(MachineConfig::embedded_default(), config);
+    }
+
+    #[test]
+    fn setup_token_is_read_and_never_printed() {
+        let config = parse_str("[cluster]\nsetup-token = \"abcdefghijklmnop-42\"\n").unwrap();
+        let token = config.cluster.setup_token.unwrap();
+        assert!(token.matches("abcdefghijklmnop-42"));
+        assert!(!token.matches("abcdefghijklmnop-43"));
+        assert!(!token.matches("abcdefghijklmnop-4"));
+        assert!(!token.matches(""));
+        assert_eq!(format!("{token:?}"), "SetupToken(<redacted>)");
+    }
+
+    #[test]
+    fn a_short_setup_token_is_refused_without_quoting_it() {
+        let err = parse_str("[cluster]\nsetup-token = \"hunter2\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cluster.setup-token"), "{text}");
+        assert!(text.contains("16 to 128 characters"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn redaction_hides_secrets_and_keeps_text_without_them() {
+        let plain = ActiveConfig {
+            config: MachineConfig::default(),
+            origin: fw_cfg(),
+            text: "# comment\n[node]\nhostname = \"n1\"\n".into(),
+        };
+        assert_eq!(plain.redacted(), (plain.text.clone(), vec![]));
+        let secret = ActiveConfig {
+            text: "[node]\nhostname = \"n1\"\n[cluster]\nsetup-token = \"abcdefghijklmnop\"\n"
+                .into(),
+            ..plain
+        };
+        let (text, keys) = secret.redacted();
+        assert!(!text.contains("abcdefghijklmnop"), "{text}");
+        assert!(text.contains(REDACTED), "{text}");
+        assert!(text.contains("hostname = \"n1\""), "{text}");
+        assert_eq!(keys, ["cluster.setup-token"]);
+    }
+
+    #[test]
+    fn changed_sections_name_what_differs() {
+        let old = parse_str("[node]\nhostname = \"a\"\n").unwrap();
+        let new = parse_str("[node]\nhostname = \"b\"\n").unwrap();
+        assert_eq!(changed_sections(&old, &new), ["node"]);
+        assert!(changed_sections(&old, &old).is_empty());
     }
 
     #[test]

@@ -23,9 +23,14 @@ use super::{ConfigParseError, MAX_CONFIG_BYTES};
 /// The kernel command line parameter that points at a config.
 pub const CMDLINE_PARAM: &str = "cairn.config";
 
+/// Where a config applied through the API is kept (on STATE).
+pub const APPLIED_CONFIG_PATH: &str = "/var/lib/cairn/config.toml";
+
 /// A place a config was (or was to be) read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOrigin {
+    /// The config last applied through the API, kept on STATE.
+    Applied(PathBuf),
     /// The kernel command line itself (when `cairn.config=` is unusable).
     Cmdline,
     /// `cairn.config=http://...` on the kernel command line.
@@ -44,6 +49,7 @@ impl ConfigOrigin {
     /// A short, stable name for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Applied(_) => "api",
             Self::Cmdline | Self::CmdlineUrl(_) | Self::CmdlineFile(_) => "cmdline",
             Self::Esp(_) => "esp",
             Self::FwCfg(_) => "fw_cfg",
@@ -55,6 +61,7 @@ impl ConfigOrigin {
 impl fmt::Display for ConfigOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Applied(path) => write!(f, "{} (applied through the API)", path.display()),
             Self::Cmdline => write!(f, "kernel command line"),
             Self::CmdlineUrl(url) => write!(f, "{url} (cmdline {CMDLINE_PARAM})"),
             Self::CmdlineFile(path) => write!(f, "{} (cmdline {CMDLINE_PARAM})", path.display()),
@@ -95,6 +102,8 @@ impl fmt::Display for HttpUrl {
 /// Every path the config sources are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigPaths {
+    /// The config applied through the API, `/var/lib/cairn/config.toml`.
+    pub applied: PathBuf,
     /// The kernel command line, `/proc/cmdline`.
     pub cmdline: PathBuf,
     /// The ESP config, `/efi/cairn/config.toml`.
@@ -106,6 +115,7 @@ pub struct ConfigPaths {
 impl Default for ConfigPaths {
     fn default() -> Self {
         Self {
+            applied: PathBuf::from(APPLIED_CONFIG_PATH),
             cmdline: PathBuf::from("/proc/cmdline"),
             esp: PathBuf::from("/efi/cairn/config.toml"),
             fw_cfg: PathBuf::from("/sys/firmware/qemu_fw_cfg/by_name/opt/cairn/config/raw"),
@@ -281,6 +291,24 @@ fn read_capped(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// Looks through the sources in order and reads the first that has a
 /// config. Blocking: run it on a blocking thread.
 pub fn discover(paths: &ConfigPaths) -> Discovered {
+    // What an operator applied through the API is the newest intent and
+    // outranks every install-time source.
+    let applied = ConfigOrigin::Applied(paths.applied.clone());
+    match read_capped(&paths.applied) {
+        Ok(Some(bytes)) => {
+            return Discovered::Document {
+                origin: applied,
+                bytes,
+            };
+        }
+        Ok(None) => {}
+        Err(source) => {
+            return Discovered::Failed(ConfigLoadError::Read {
+                origin: applied,
+                source,
+            });
+        }
+    }
     let cmdline = match std::fs::read_to_string(&paths.cmdline) {
         Ok(text) => text,
         // Without /proc/cmdline (tests, odd containers) there is simply no
@@ -316,7 +344,8 @@ pub fn discover(paths: &ConfigPaths) -> Discovered {
     ] {
         let path = match &origin {
             ConfigOrigin::Esp(p) | ConfigOrigin::FwCfg(p) => p,
-            ConfigOrigin::Cmdline
+            ConfigOrigin::Applied(_)
+            | ConfigOrigin::Cmdline
             | ConfigOrigin::CmdlineUrl(_)
             | ConfigOrigin::CmdlineFile(_)
             | ConfigOrigin::Default => {
@@ -434,6 +463,7 @@ mod tests {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let paths = ConfigPaths {
+                applied: dir.path().join("var/lib/cairn/config.toml"),
                 cmdline: dir.path().join("cmdline"),
                 esp: dir.path().join("efi/cairn/config.toml"),
                 fw_cfg: dir.path().join("fw_cfg/raw"),
@@ -457,6 +487,19 @@ mod tests {
             Discovered::Document { origin, bytes } => (origin, String::from_utf8(bytes).unwrap()),
             other => panic!("expected a document, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_config_applied_through_the_api_outranks_every_install_time_source() {
+        let f = Fixture::new();
+        f.write(&f.paths.esp, "# esp");
+        f.write(&f.paths.fw_cfg, "# fw_cfg");
+        f.write(&f.paths.applied, "# applied");
+        f.set_cmdline("cairn.config=http://10.0.0.1/c.toml");
+        let (origin, text) = doc(discover(&f.paths));
+        assert_eq!(origin, ConfigOrigin::Applied(f.paths.applied.clone()));
+        assert_eq!(text, "# applied");
+        assert_eq!(origin.kind(), "api");
     }
 
     #[test]

@@ -106,6 +106,63 @@ impl fmt::Display for Hostname {
     }
 }
 
+/// Shortest and longest setup token accepted from a machine config.
+const SETUP_TOKEN_MIN: usize = 16;
+const SETUP_TOKEN_MAX: usize = 128;
+
+/// The secret that authorises bootstrapping or joining a node in
+/// maintenance mode. 16 to 128 characters from `A-Z a-z 0-9 . _ ~ -`, so
+/// it survives shells, URLs and consoles unquoted. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SetupToken(String);
+
+impl SetupToken {
+    /// The token text, for comparison and for the console.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this token, in time that does not depend on
+    /// where the first difference is.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = u8::from(a.len() != b.len());
+        for (x, y) in a.iter().zip(b.iter().cycle()) {
+            diff |= x ^ y;
+        }
+        diff == 0 && !b.is_empty()
+    }
+}
+
+impl fmt::Debug for SetupToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SetupToken(<redacted>)")
+    }
+}
+
+impl TryFrom<String> for SetupToken {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        // The value is a secret: the error describes it without quoting it.
+        if !(SETUP_TOKEN_MIN..=SETUP_TOKEN_MAX).contains(&value.len()) {
+            return Err(ValueError::new(format!(
+                "invalid setup token: must be {SETUP_TOKEN_MIN} to {SETUP_TOKEN_MAX} characters, got {}",
+                value.len()
+            )));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        {
+            return Err(ValueError::new(
+                "invalid setup token: may only contain letters, digits, '.', '_', '~' and '-'",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
 /// A DNS domain name for the resolver search list.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(try_from = "String")]
