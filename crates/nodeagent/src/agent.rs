@@ -16,15 +16,16 @@
 
 use std::io;
 use std::net::{AddrParseError, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 
+use crate::apiserver::{self, ApiOptions, ServerState};
 use crate::config::source::{ConfigLoadError, Discovered, FetchPolicy, HttpUrl, discover, fetch};
-use crate::config::{ConfigOrigin, ConfigPaths, ConfigReport, MachineConfig, parse};
+use crate::config::{ActiveConfig, ConfigOrigin, ConfigPaths, ConfigReport, parse};
 use crate::error_chain;
 use crate::health::{self, HealthState, Liveness};
 use crate::net::netlink::NetlinkError;
@@ -32,6 +33,16 @@ use crate::net::{NetworkHandle, NetworkOptions, NetworkStatus};
 
 /// Overrides the health server address (default `0.0.0.0:7480`).
 pub const ENV_HEALTH_ADDR: &str = "CAIRN_HEALTH_ADDR";
+/// Overrides the API address (default `0.0.0.0:7443`).
+pub const ENV_API_ADDR: &str = "CAIRN_API_ADDR";
+/// Overrides the state directory (default `/var/lib/cairn`): PKI, applied
+/// config, logs.
+pub const ENV_STATE_DIR: &str = "CAIRN_STATE_DIR";
+/// Overrides cairn-init's D-Bus socket (default `/run/cairn/init.sock`).
+pub const ENV_INIT_SOCKET: &str = "CAIRN_INIT_SOCKET";
+
+/// The state directory on STATE.
+pub const STATE_DIR: &str = "/var/lib/cairn";
 
 /// How long the network may take to release leases at shutdown.
 const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -53,6 +64,23 @@ pub struct AgentOptions {
     pub proc_root: PathBuf,
     /// Retry policy for an `http://` config.
     pub fetch_policy: FetchPolicy,
+    /// The API server.
+    pub api: ApiOptions,
+}
+
+impl ApiOptions {
+    /// The API's paths under a state directory.
+    pub fn under(state_dir: &Path) -> Self {
+        Self {
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, api::API_PORT)),
+            pki_dir: state_dir.join("pki"),
+            applied_config: state_dir.join("config.toml"),
+            init_socket: PathBuf::from("/run/cairn/init.sock"),
+            kmsg: PathBuf::from("/dev/kmsg"),
+            proc_root: PathBuf::from("/proc"),
+            network_wait: API_NETWORK_WAIT,
+        }
+    }
 }
 
 impl Default for AgentOptions {
@@ -66,19 +94,39 @@ impl Default for AgentOptions {
             )),
             proc_root: health::metrics::default_proc_root(),
             fetch_policy: FetchPolicy::default(),
+            api: ApiOptions::under(Path::new(STATE_DIR)),
         }
     }
 }
 
 impl AgentOptions {
-    /// Defaults, with [`ENV_HEALTH_ADDR`] applied.
+    /// Defaults, with the `CAIRN_*` overrides applied.
     pub fn from_env() -> Result<Self, AgentError> {
         let mut options = Self::default();
-        if let Some(value) = std::env::var_os(ENV_HEALTH_ADDR) {
+        let addr = |name: &'static str| -> Result<Option<SocketAddr>, AgentError> {
+            let Some(value) = std::env::var_os(name) else {
+                return Ok(None);
+            };
             let value = value.to_string_lossy().into_owned();
-            options.health_addr = value
-                .parse()
-                .map_err(|source| AgentError::HealthAddr { value, source })?;
+            value.parse().map(Some).map_err(|source| AgentError::Addr {
+                name,
+                value,
+                source,
+            })
+        };
+        if let Some(a) = addr(ENV_HEALTH_ADDR)? {
+            options.health_addr = a;
+        }
+        if let Some(dir) = std::env::var_os(ENV_STATE_DIR) {
+            let dir = PathBuf::from(dir);
+            options.config_paths.applied = dir.join("config.toml");
+            options.api = ApiOptions::under(&dir);
+        }
+        if let Some(a) = addr(ENV_API_ADDR)? {
+            options.api.addr = a;
+        }
+        if let Some(socket) = std::env::var_os(ENV_INIT_SOCKET) {
+            options.api.init_socket = PathBuf::from(socket);
         }
         Ok(options)
     }
@@ -87,9 +135,11 @@ impl AgentOptions {
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// [`ENV_HEALTH_ADDR`] is not a socket address.
-    #[error("invalid {ENV_HEALTH_ADDR} {value:?}")]
-    HealthAddr {
+    /// An address override is not a socket address.
+    #[error("invalid {name} {value:?}")]
+    Addr {
+        /// The variable.
+        name: &'static str,
         /// The value.
         value: String,
         /// The parse failure.
@@ -129,12 +179,12 @@ pub enum AgentError {
 }
 
 /// The config to start on, what to report, and a URL to fetch if any.
-fn resolve(discovered: Discovered) -> (MachineConfig, ConfigReport, Option<HttpUrl>) {
+fn resolve(discovered: Discovered) -> (ActiveConfig, ConfigReport, Option<HttpUrl>) {
     let refuse = |error: ConfigLoadError| {
         let message = error_chain(&error);
         tracing::error!("machine config refused: {message}; running on the embedded default");
         (
-            MachineConfig::embedded_default(),
+            ActiveConfig::embedded_default(),
             ConfigReport::failed(error.origin(), message),
             None,
         )
@@ -143,7 +193,12 @@ fn resolve(discovered: Discovered) -> (MachineConfig, ConfigReport, Option<HttpU
         Discovered::Document { origin, bytes } => match parse(&bytes, &origin) {
             Ok(config) => {
                 tracing::info!(source = %origin, "machine config loaded");
-                (config, ConfigReport::ok(origin), None)
+                let active = ActiveConfig {
+                    config,
+                    origin: origin.clone(),
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                };
+                (active, ConfigReport::ok(origin), None)
             }
             Err(e) => refuse(ConfigLoadError::Parse(e)),
         },
@@ -154,14 +209,14 @@ fn resolve(discovered: Discovered) -> (MachineConfig, ConfigReport, Option<HttpU
                 requested: ConfigOrigin::CmdlineUrl(url.clone()),
                 error: None,
             };
-            (MachineConfig::embedded_default(), report, Some(url))
+            (ActiveConfig::embedded_default(), report, Some(url))
         }
         Discovered::Nothing => {
             tracing::info!(
                 "no machine config found; running on the embedded default (DHCP on every physical link)"
             );
             (
-                MachineConfig::embedded_default(),
+                ActiveConfig::embedded_default(),
                 ConfigReport::ok(ConfigOrigin::Default),
                 None,
             )
@@ -175,6 +230,7 @@ async fn fetch_and_apply(
     url: HttpUrl,
     policy: FetchPolicy,
     network: NetworkHandle,
+    active: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
 ) {
     let mut status = network.status();
@@ -189,16 +245,23 @@ async fn fetch_and_apply(
     }
     let origin = ConfigOrigin::CmdlineUrl(url.clone());
     let result = match fetch(&url, policy).await {
-        Ok(bytes) => parse(&bytes, &origin).map_err(ConfigLoadError::Parse),
+        Ok(bytes) => parse(&bytes, &origin)
+            .map(|config| (config, bytes))
+            .map_err(ConfigLoadError::Parse),
         Err(e) => Err(e),
     };
     match result {
-        Ok(config) => {
+        Ok((config, bytes)) => {
             tracing::info!(source = %origin, "machine config fetched; applying it");
-            if network.reconfigure(config).await.is_err() {
+            if network.reconfigure(config.clone()).await.is_err() {
                 tracing::error!("network task is gone; fetched config not applied");
                 return;
             }
+            active.send_replace(ActiveConfig {
+                config,
+                origin: origin.clone(),
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            });
             report.send_replace(ConfigReport::ok(origin));
         }
         Err(e) => {
@@ -206,6 +269,71 @@ async fn fetch_and_apply(
             tracing::error!("machine config refused: {message}; running on the embedded default");
             report.send_replace(ConfigReport::failed(origin, message));
         }
+    }
+}
+
+/// How long the API waits for an address before it announces itself
+/// anyway (the console line then has no endpoint).
+const API_NETWORK_WAIT: Duration = Duration::from_secs(60);
+/// How often the node certificate is checked for renewal.
+const RENEW_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Starts the API once the network has an address and keys exist, then
+/// serves it until `stop`. A failure here is logged, not fatal: the node
+/// keeps its network and health port, and cairn-init's restart of cairnd
+/// would not fix a broken PKI.
+async fn run_api(
+    options: ApiOptions,
+    network: NetworkHandle,
+    active: watch::Sender<ActiveConfig>,
+    report: watch::Sender<ConfigReport>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut status = network.status();
+    tokio::select! {
+        _ = tokio::time::timeout(options.network_wait, status.wait_for(NetworkStatus::is_configured)) => {}
+        () = &mut stop => return,
+    }
+    let addr = options.addr;
+    let loading =
+        tokio::task::spawn_blocking(move || ServerState::load(options, network, active, report));
+    let state = tokio::select! {
+        loaded = loading => match loaded {
+            Ok(Ok(state)) => Arc::new(state),
+            Ok(Err(e)) => {
+                tracing::error!("api not started: {}", error_chain(&e));
+                return;
+            }
+            Err(e) => {
+                tracing::error!("api not started: {e}");
+                return;
+            }
+        },
+        () = &mut stop => return,
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("api not started: cannot listen on {addr}: {e}");
+            return;
+        }
+    };
+    tracing::info!(%addr, "api listening");
+    state.announce();
+    let renewals = {
+        let state = Arc::clone(&state);
+        async move {
+            let mut tick = tokio::time::interval(RENEW_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                state.renew_if_due().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = apiserver::serve(listener, state, &mut stop) => {}
+        () = renewals => {}
     }
 }
 
@@ -262,8 +390,10 @@ pub async fn run_until(
     let discovered = tokio::task::spawn_blocking(move || discover(&paths))
         .await
         .map_err(AgentError::Discover)?;
-    let (config, report, fetch_url) = resolve(discovered);
+    let (active, report, fetch_url) = resolve(discovered);
+    let config = active.config.clone();
     let (report_tx, report_rx) = watch::channel(report);
+    let (active_tx, _) = watch::channel(active);
 
     let (network, mut network_task) =
         NetworkHandle::spawn(config, options.network.clone()).map_err(AgentError::Network)?;
@@ -296,9 +426,21 @@ pub async fn run_until(
             url,
             options.fetch_policy,
             network.clone(),
+            active_tx.clone(),
             report_tx.clone(),
         ))
     });
+
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let api = tokio::spawn(run_api(
+        options.api.clone(),
+        network.clone(),
+        active_tx.clone(),
+        report_tx.clone(),
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let outcome = loop {
@@ -328,6 +470,7 @@ pub async fn run_until(
     if let Some(fetcher) = fetcher {
         fetcher.abort();
     }
+    let _ = stop_api.send(());
     let _ = stop_server.send(());
     if tokio::time::timeout(NETWORK_SHUTDOWN_TIMEOUT, network.shutdown())
         .await
@@ -341,6 +484,12 @@ pub async fn run_until(
             .is_err()
     {
         server.abort();
+    }
+    if tokio::time::timeout(SERVER_SHUTDOWN_TIMEOUT, api)
+        .await
+        .is_err()
+    {
+        tracing::warn!("api server shutdown timed out");
     }
     tracing::info!("cairnd stopped");
     outcome
@@ -357,7 +506,7 @@ mod tests {
             origin: origin.clone(),
             bytes: b"[network]\nbogus = 1\n".to_vec(),
         });
-        assert_eq!(config, MachineConfig::embedded_default());
+        assert_eq!(config, ActiveConfig::embedded_default());
         assert!(url.is_none());
         assert_eq!(report.effective, ConfigOrigin::Default);
         assert_eq!(report.requested, origin);
@@ -375,7 +524,8 @@ mod tests {
             origin: origin.clone(),
             bytes: b"[node]\nhostname = \"n1\"\n".to_vec(),
         });
-        assert_eq!(config.node.hostname.unwrap().as_str(), "n1");
+        assert_eq!(config.config.node.hostname.unwrap().as_str(), "n1");
+        assert_eq!(config.text, "[node]\nhostname = \"n1\"\n");
         assert_eq!(report, ConfigReport::ok(origin));
     }
 
@@ -383,7 +533,7 @@ mod tests {
     fn an_http_config_starts_on_the_default_and_asks_for_a_fetch() {
         let url = HttpUrl::parse("http://10.0.0.1/c.toml").unwrap();
         let (config, report, fetch) = resolve(Discovered::Fetch(url.clone()));
-        assert_eq!(config, MachineConfig::embedded_default());
+        assert_eq!(config, ActiveConfig::embedded_default());
         assert_eq!(report.requested, ConfigOrigin::CmdlineUrl(url.clone()));
         assert!(report.error.is_none());
         assert_eq!(fetch, Some(url));

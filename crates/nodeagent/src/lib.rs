@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod apiserver;
 pub mod config;
 pub mod health;
 pub mod net;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
+use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::{ConfigOrigin, ConfigPaths, MachineConfig, parse};
 use nodeagent::net::hostname::HostnameSource;
 use nodeagent::net::{NetworkHandle, NetworkOptions, NetworkStatus};
@@ -708,6 +709,10 @@ fn agent_options(dir: &Path, cmdline: &str) -> AgentOptions {
             ..NetworkOptions::default()
         },
         health_addr: "127.0.0.1:7480".parse().unwrap(),
+        api: ApiOptions {
+            addr: "127.0.0.1:7443".parse().unwrap(),
+            ..ApiOptions::under(&dir.join("state"))
+        },
         ..AgentOptions::default()
     }
 }

@@ -1,0 +1,536 @@
+//! One handler per operation of `api::ROUTES`. Authorization already
+//! happened ([`super::authorize_request`]); handlers only do the work.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use api::types::{
+    ApplyConfigRequest, ApplyConfigResponse, BootInfo, BootstrapRequest, BootstrapResponse,
+    CertificateInfo, ClusterInfo, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    LogQuery, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+};
+use api::{ErrorCode, Route, Timestamp};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{MethodRouter, get, post, put};
+use axum::{Extension, Json};
+use cluster::pki::store::PkiStore;
+use cluster::pki::{CertificateAuthority, Fingerprint, SubjectName};
+use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::initbus::InitBus;
+use super::{
+    Connection, Failure, JsonBody, Member, Mode, QueryParams, ServerState, identity, system,
+};
+use crate::config::{ActiveConfig, ConfigOrigin, ConfigReport, changed_sections, parse};
+use crate::error_chain;
+
+type Shared = State<Arc<ServerState>>;
+
+/// Lifetime of the admin certificate made at bootstrap.
+pub const ADMIN_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Shortest and longest client certificate `POST /v1/certs` issues.
+pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+/// See [`MIN_CERT_TTL`].
+pub const MAX_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// How long a power request waits before asking init, so its response
+/// gets out first.
+const POWER_DELAY: Duration = Duration::from_millis(300);
+
+/// The handler of `route`.
+///
+/// # Panics
+///
+/// On an operation without a handler: the server's tests build the router
+/// from every route, so this cannot ship.
+pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
+    match route.operation {
+        "version" => get(version),
+        "node_info" => get(node_info),
+        "node_logs" => get(node_logs),
+        "node_dmesg" => get(node_dmesg),
+        "node_network" => get(node_network),
+        "node_config_get" => get(config_get),
+        "node_config_apply" => put(config_apply),
+        "node_reboot" => post(reboot),
+        "node_shutdown" => post(shutdown),
+        "cert_issue" => post(cert_issue),
+        "cluster_bootstrap" => post(bootstrap),
+        "cluster_join" => post(join),
+        other => panic!("api route {other} has no handler"),
+    }
+}
+
+async fn version() -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        api: api::API_VERSION.to_owned(),
+    })
+}
+
+fn certificate_info(purpose: &str, pem: &str) -> Option<CertificateInfo> {
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let summary = cluster::pki::describe(&der).ok()?;
+    Some(CertificateInfo {
+        purpose: purpose.to_owned(),
+        subject: summary.common_name,
+        fingerprint: summary.fingerprint.to_string(),
+        not_before: Timestamp::from_system(summary.not_before),
+        not_after: Timestamp::from_system(summary.not_after),
+    })
+}
+
+fn boot_info(status: Option<std::collections::HashMap<String, String>>) -> BootInfo {
+    let status = status.unwrap_or_default();
+    let field = |k: &str| status.get(k).cloned().unwrap_or_default();
+    let counter = field("counter");
+    BootInfo {
+        firmware: status
+            .get("firmware")
+            .cloned()
+            .unwrap_or_else(|| "unknown".into()),
+        entry: field("entry"),
+        counter: if counter.is_empty() {
+            "unknown".into()
+        } else {
+            counter
+        },
+        tries_left: status.get("tries-left").and_then(|v| v.parse().ok()),
+        loader: field("loader"),
+    }
+}
+
+async fn node_info(State(state): Shared) -> Json<NodeInfo> {
+    let boot = match InitBus::connect(&state.options.init_socket).await {
+        Ok(bus) => bus.boot_status().await.ok(),
+        Err(_) => None,
+    };
+    let (cluster, certificates) = state.read_mode(|mode| match mode {
+        Mode::Member(m) => {
+            let ca = certificate_info("cluster-ca", m.ca.cert_pem());
+            let cluster = ca.as_ref().map(|ca| ClusterInfo {
+                name: identity::cluster_name(&ca.subject).to_owned(),
+                ca_fingerprint: ca.fingerprint.clone(),
+            });
+            let certs = [ca, certificate_info("node", &m.node.cert_pem)]
+                .into_iter()
+                .flatten()
+                .collect();
+            (cluster, certs)
+        }
+        Mode::Maintenance(m) => (
+            None,
+            certificate_info("maintenance", &m.cert.cert_pem)
+                .into_iter()
+                .collect(),
+        ),
+    });
+    let status = state.network.status().borrow().clone();
+    Json(NodeInfo {
+        name: system::node_name(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        addresses: system::addresses(&status),
+        uptime_s: system::uptime().as_secs(),
+        kernel: system::kernel_release(),
+        boot_id: system::boot_id(&state.options.proc_root),
+        boot: boot_info(boot),
+        cluster,
+        certificates,
+    })
+}
+
+async fn node_logs(QueryParams(_query): QueryParams<LogQuery>) -> Failure {
+    Failure::new(ErrorCode::Unavailable, "JOURNAL-PENDING")
+}
+
+async fn node_dmesg() -> Failure {
+    Failure::new(ErrorCode::Unavailable, "JOURNAL-PENDING")
+}
+
+async fn node_network(State(state): Shared) -> Json<NetworkState> {
+    let status = state.network.status().borrow().clone();
+    let routes = tokio::fs::read_to_string(state.options.proc_root.join("net/route"))
+        .await
+        .map(|text| system::parse_proc_net_route(&text))
+        .unwrap_or_default();
+    Json(system::network_state(&status, routes))
+}
+
+fn origin_name(origin: &ConfigOrigin) -> String {
+    format!("{}: {origin}", origin.kind())
+}
+
+async fn config_get(State(state): Shared) -> Json<MachineConfigDocument> {
+    let active = state.config.borrow().clone();
+    let (toml, redacted) = active.redacted();
+    Json(MachineConfigDocument {
+        source: origin_name(&active.origin),
+        toml,
+        redacted,
+    })
+}
+
+async fn config_apply(
+    State(state): Shared,
+    JsonBody(request): JsonBody<ApplyConfigRequest>,
+) -> Result<Json<ApplyConfigResponse>, Failure> {
+    let path = state.options.applied_config.clone();
+    let origin = ConfigOrigin::Applied(path.clone());
+    let config = parse(request.toml.as_bytes(), &origin)
+        .map_err(|e| Failure::new(ErrorCode::InvalidConfig, error_chain(&e)))?;
+    let _changing = state.changes.lock().await;
+    let changed = changed_sections(&state.config.borrow().config, &config)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if request.dry_run {
+        return Ok(Json(ApplyConfigResponse {
+            applied: false,
+            dry_run: true,
+            changed,
+        }));
+    }
+    let text = request.toml;
+    let bytes = text.clone().into_bytes();
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || write_atomic(&target, &bytes))
+        .await
+        .map_err(|e| Failure::internal("saving the machine config", &e))?
+        .map_err(|e| {
+            Failure::internal(
+                &format!("saving the machine config to {}", path.display()),
+                &e,
+            )
+        })?;
+    state
+        .network
+        .reconfigure(config.clone())
+        .await
+        .map_err(|e| Failure::internal("applying the machine config", &e))?;
+    state.config.send_replace(ActiveConfig {
+        config,
+        origin: origin.clone(),
+        text,
+    });
+    state.report.send_replace(ConfigReport::ok(origin));
+    tracing::info!(?changed, "machine config applied through the API");
+    Ok(Json(ApplyConfigResponse {
+        applied: true,
+        dry_run: false,
+        changed,
+    }))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new
+/// one, never a mix: temporary file, fsync, rename, fsync the directory.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[derive(Clone, Copy)]
+enum Power {
+    Reboot,
+    PowerOff,
+}
+
+async fn power(
+    state: &ServerState,
+    action: Power,
+) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
+    let bus = InitBus::connect(&state.options.init_socket)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Unavailable, error_chain(&e)))?;
+    let name = match action {
+        Power::Reboot => "reboot",
+        Power::PowerOff => "poweroff",
+    };
+    tracing::warn!("{name} requested through the API");
+    tokio::spawn(async move {
+        tokio::time::sleep(POWER_DELAY).await;
+        let result = match action {
+            Power::Reboot => bus.reboot().await,
+            Power::PowerOff => bus.power_off().await,
+        };
+        if let Err(e) = result {
+            tracing::error!("{name} through cairn-init failed: {}", error_chain(&e));
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PowerResponse {
+            action: name.to_owned(),
+            boot_id: system::boot_id(&state.options.proc_root),
+        }),
+    ))
+}
+
+async fn reboot(State(state): Shared) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
+    power(&state, Power::Reboot).await
+}
+
+async fn shutdown(State(state): Shared) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
+    power(&state, Power::PowerOff).await
+}
+
+fn subject_name(field: &str, value: &str) -> Result<SubjectName, Failure> {
+    SubjectName::try_from(value)
+        .map_err(|e| Failure::new(ErrorCode::BadRequest, format!("{field}: {e}")))
+}
+
+fn csr_der(field: &str, pem: &str) -> Result<Vec<u8>, Failure> {
+    CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.as_ref().to_vec())
+        .map_err(|e| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("{field}: not a PEM certificate signing request: {e}"),
+            )
+        })
+}
+
+fn pki_role(role: api::Role) -> cluster::pki::Role {
+    match role {
+        api::Role::Reader => cluster::pki::Role::Reader,
+        api::Role::Operator => cluster::pki::Role::Operator,
+        api::Role::Admin => cluster::pki::Role::Admin,
+    }
+}
+
+fn issued(
+    ca: &CertificateAuthority,
+    name: &SubjectName,
+    role: api::Role,
+    cert_pem: String,
+) -> Result<IssuedCertificate, Failure> {
+    let not_after = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .ok()
+        .and_then(|der| cluster::pki::describe(&der).ok())
+        .map(|s| Timestamp::from_system(s.not_after))
+        .ok_or_else(|| {
+            Failure::new(ErrorCode::Internal, "the issued certificate does not parse")
+        })?;
+    Ok(IssuedCertificate {
+        name: name.as_str().to_owned(),
+        role,
+        cert_pem,
+        ca_pem: ca.cert_pem().to_owned(),
+        ca_fingerprint: ca.fingerprint().to_string(),
+        not_after,
+    })
+}
+
+async fn cert_issue(
+    State(state): Shared,
+    Extension(connection): Extension<Connection>,
+    JsonBody(request): JsonBody<IssueCertificateRequest>,
+) -> Result<Json<IssuedCertificate>, Failure> {
+    let name = subject_name("name", &request.name)?;
+    let ttl = Duration::from_secs(request.ttl_s);
+    if !(MIN_CERT_TTL..=MAX_CERT_TTL).contains(&ttl) {
+        return Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "ttl_s: {} is out of range; certificates live {} to {} seconds",
+                request.ttl_s,
+                MIN_CERT_TTL.as_secs(),
+                MAX_CERT_TTL.as_secs()
+            ),
+        ));
+    }
+    let csr = csr_der("csr_pem", &request.csr_pem)?;
+    let ca = state
+        .read_mode(|mode| match mode {
+            Mode::Member(m) => Some(Arc::clone(&m.ca)),
+            Mode::Maintenance(_) => None,
+        })
+        .ok_or_else(|| {
+            Failure::new(
+                ErrorCode::MaintenanceMode,
+                "this node has no cluster CA yet",
+            )
+        })?;
+    let role = request.role;
+    let signer = Arc::clone(&ca);
+    let subject = name.clone();
+    let cert_pem = tokio::task::spawn_blocking(move || {
+        signer.sign_client_csr(&csr, &subject, pki_role(role), ttl, SystemTime::now())
+    })
+    .await
+    .map_err(|e| Failure::internal("signing the certificate", &e))?
+    .map_err(|e| {
+        Failure::new(
+            ErrorCode::BadRequest,
+            format!("csr_pem: {}", error_chain(&e)),
+        )
+    })?;
+    tracing::info!(
+        issued_to = name.as_str(),
+        %role,
+        ttl_s = request.ttl_s,
+        by = connection.caller.name(),
+        "client certificate issued"
+    );
+    Ok(Json(issued(&ca, &name, role, cert_pem)?))
+}
+
+/// Checks the setup token under the guess limiter.
+fn check_setup_token(
+    state: &ServerState,
+    connection: &Connection,
+    offered: &str,
+) -> Result<(), Failure> {
+    let client = connection.peer.ip();
+    let now = std::time::Instant::now();
+    let mut limiter = state
+        .limiter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(wait) = limiter.check(client, now) {
+        return Err(Failure {
+            retry_after: Some(wait),
+            ..Failure::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many wrong setup tokens from {client}; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+        });
+    }
+    let token = state.setup_token().ok_or_else(|| {
+        Failure::new(
+            ErrorCode::AlreadyMember,
+            "this node already belongs to a cluster",
+        )
+    })?;
+    if token.matches(offered) {
+        return Ok(());
+    }
+    limiter.record_failure(client, now);
+    // Console and log: an operator watching the node sees the attempt.
+    tracing::warn!(peer = %connection.peer, "setup token refused");
+    Err(Failure::new(
+        ErrorCode::InvalidSetupToken,
+        "the setup token is wrong",
+    ))
+}
+
+fn already_member() -> Failure {
+    Failure::new(
+        ErrorCode::AlreadyMember,
+        "this node already belongs to a cluster",
+    )
+}
+
+async fn bootstrap(
+    State(state): Shared,
+    Extension(connection): Extension<Connection>,
+    JsonBody(request): JsonBody<BootstrapRequest>,
+) -> Result<Json<BootstrapResponse>, Failure> {
+    let _changing = state.changes.lock().await;
+    if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+        return Err(already_member());
+    }
+    check_setup_token(&state, &connection, &request.setup_token)?;
+    let cluster = subject_name(
+        "cluster_name",
+        request.cluster_name.as_deref().unwrap_or("cairn"),
+    )?;
+    let admin = subject_name("admin_name", &request.admin_name)?;
+    let csr = csr_der("admin_csr_pem", &request.admin_csr_pem)?;
+    let node_name = system::node_name();
+    let request_names =
+        identity::node_request(&node_name, &super::network_addresses(&state.network))
+            .map_err(|e| Failure::internal("naming the node certificate", &e))?;
+    let store = PkiStore::new(&state.options.pki_dir);
+    let (ca_name, admin_name) = (cluster.clone(), admin.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        let now = SystemTime::now();
+        let ca = CertificateAuthority::create(&ca_name, now)
+            .map_err(|e| Failure::internal("creating the cluster CA", &e))?;
+        let node = ca
+            .issue_node(&request_names, now)
+            .map_err(|e| Failure::internal("issuing the node certificate", &e))?;
+        let admin_pem = ca
+            .sign_client_csr(
+                &csr,
+                &admin_name,
+                cluster::pki::Role::Admin,
+                ADMIN_CERT_TTL,
+                now,
+            )
+            .map_err(|e| {
+                Failure::new(
+                    ErrorCode::BadRequest,
+                    format!("admin_csr_pem: {}", error_chain(&e)),
+                )
+            })?;
+        store
+            .save_ca(&ca)
+            .map_err(|e| Failure::internal("saving the cluster CA", &e))?;
+        store
+            .save_node(&node)
+            .map_err(|e| Failure::internal("saving the node certificate", &e))?;
+        Ok::<_, Failure>((ca, node, admin_pem))
+    })
+    .await
+    .map_err(|e| Failure::internal("bootstrapping", &e))??;
+    let (ca, node, admin_pem) = made;
+    let (tls, verifier) = identity::member_tls(ca.cert_der(), &node)
+        .map_err(|e| Failure::internal("building the member TLS configuration", &e))?;
+    let ca = Arc::new(ca);
+    let admin_cert = issued(&ca, &admin, api::Role::Admin, admin_pem)?;
+    let fingerprint: Fingerprint = ca.fingerprint();
+    state.set_mode(Mode::Member(Member {
+        tls,
+        verifier,
+        ca,
+        node,
+    }));
+    tracing::info!(
+        cluster = cluster.as_str(),
+        ca = %fingerprint,
+        admin = admin.as_str(),
+        peer = %connection.peer,
+        "cluster bootstrapped; this node is its first member"
+    );
+    Ok(Json(BootstrapResponse {
+        node_name,
+        cluster_name: cluster.as_str().to_owned(),
+        admin: admin_cert,
+    }))
+}
+
+async fn join(
+    State(state): Shared,
+    Extension(connection): Extension<Connection>,
+    JsonBody(request): JsonBody<JoinRequest>,
+) -> Failure {
+    if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+        return already_member();
+    }
+    if let Err(refused) = check_setup_token(&state, &connection, &request.setup_token) {
+        return refused;
+    }
+    Failure::new(
+        ErrorCode::JoinUnavailable,
+        "this node is not yet a cluster member and cannot join one: joining an existing \
+         cluster needs Raft membership, which this version of Cairn does not have; \
+         bootstrap a new cluster with `cairn cluster init` instead",
+    )
+}
