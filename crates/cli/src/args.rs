@@ -1,0 +1,329 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cluster::pki::Fingerprint;
+
+use crate::config::ContextName;
+use crate::duration::Span;
+use crate::endpoint::Endpoint;
+
+/// Printed under `cairn --help`; a test keeps it equal to
+/// [`crate::failure::Exit::help_table`].
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  failure (node error, local file, wait timed out)
+  2  usage error (command line or CLI config file)
+  3  node unreachable (DNS, refused, timeout, connection lost)
+  4  TLS or authentication failure (fingerprint, CA, certificate)
+  5  permission denied (role, setup token, maintenance mode)
+  6  invalid input (config refused, bad request, unreadable file)
+";
+
+/// Manage Cairn nodes and clusters.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Context to use instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<ContextName>,
+
+    /// Node API endpoint, HOST or HOST:PORT (port 7443 when omitted);
+    /// overrides the context's endpoint.
+    #[arg(short = 'e', long, global = true, value_name = "HOST:PORT")]
+    pub endpoint: Option<Endpoint>,
+
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// CLI config file [default: $XDG_CONFIG_HOME/cairn/config.toml, else
+    /// ~/.config/cairn/config.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text for people.
+    Table,
+    /// One JSON object (NDJSON for logs), snake_case, for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and join clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Inspect and manage a node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Client certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The CLI config file: contexts.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Client version, and the node's when it is reachable.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `cairn cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Turn a node in maintenance mode into the first member of a new
+    /// cluster and store an admin credential as a new current context
+    /// (needs --endpoint).
+    Init(InitArgs),
+}
+
+/// `cairn cluster init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The node's setup token (printed on its console, or
+    /// cluster.setup-token in its machine config).
+    #[arg(long, value_name = "TOKEN")]
+    pub setup_token: String,
+
+    /// SHA-256 fingerprint of the node's maintenance certificate as its
+    /// console prints it (sha256:<64 hex>); without it the node is not
+    /// authenticated.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub fingerprint: Option<Fingerprint>,
+
+    /// Name of the new cluster.
+    #[arg(long, value_name = "NAME", default_value = "cairn")]
+    pub cluster_name: String,
+
+    /// Name of the context to store [default: the cluster name].
+    #[arg(long, value_name = "NAME")]
+    pub context_name: Option<ContextName>,
+
+    /// Common name of the admin credential.
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    pub admin_name: String,
+}
+
+/// `cairn node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Name, version, addresses, uptime, kernel, boot and certificates.
+    Info,
+    /// System log of init and cairnd.
+    Logs(LogsArgs),
+    /// Kernel log.
+    Dmesg,
+    /// Links, addresses, routes and DNS.
+    Network,
+    /// The machine config.
+    #[command(subcommand)]
+    Config(NodeConfigCommand),
+    /// Reboot the node.
+    Reboot(RebootArgs),
+    /// Power the node off.
+    Shutdown,
+}
+
+/// `cairn node logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new entries as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Which boot: 0 is this one, -1 the one before, and so on.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        value_name = "N"
+    )]
+    pub boot: i32,
+
+    /// Only the last N entries (before following).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// `cairn node config ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeConfigCommand {
+    /// Print the machine config in force (secrets redacted).
+    Get,
+    /// Validate and apply a machine config from FILE (`-` for stdin).
+    Apply {
+        /// Only validate and report what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+}
+
+/// `cairn node reboot`.
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    /// Wait until the node is back with a new boot id.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        requires = "wait"
+    )]
+    pub timeout: Span,
+}
+
+/// `cairn cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a key and CSR here, have the node's cluster CA sign it for a
+    /// role, and store the credential (admin only).
+    Issue(IssueArgs),
+}
+
+/// `cairn cert issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The role to grant.
+    #[arg(long, default_value_t = api::Role::Reader)]
+    pub role: api::Role,
+
+    /// How long the certificate is valid (90s, 30m, 24h, 7d, 1h30m).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub ttl: Span,
+
+    /// Common name of the holder [default: the role name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Store it as this new context (same endpoints and CA as the context
+    /// used) [default: <context>-<name>].
+    #[arg(long, value_name = "NAME", conflicts_with = "out_dir")]
+    pub add_context: Option<ContextName>,
+
+    /// Write <name>.crt, <name>.key (mode 0600) and ca.crt into DIR
+    /// instead of adding a context.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// `cairn config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the contexts.
+    Contexts,
+    /// Make a context the current one.
+    UseContext {
+        /// The context.
+        name: ContextName,
+    },
+    /// Delete a context and its credential.
+    RemoveContext {
+        /// The context.
+        name: ContextName,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes_the_code_uses() {
+        assert_eq!(EXIT_CODES_HELP, crate::failure::Exit::help_table());
+    }
+
+    #[test]
+    fn the_acceptance_check_command_lines_parse() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "cluster",
+            "init",
+            "--endpoint",
+            "10.0.0.5:7443",
+            "--setup-token",
+            "t",
+            "--fingerprint",
+            &format!("sha256:{}", "ab".repeat(32)),
+        ])
+        .expect("init parses");
+        assert_eq!(cli.endpoint.expect("endpoint").to_string(), "10.0.0.5:7443");
+
+        let cli = Cli::try_parse_from(["cairn", "node", "info", "-o", "json"]).expect("info");
+        assert_eq!(cli.output, Format::Json);
+
+        let cli = Cli::try_parse_from(["cairn", "node", "logs", "--follow", "--boot", "-1"])
+            .expect("logs");
+        let Command::Node(NodeCommand::Logs(logs)) = cli.command else {
+            panic!("not logs");
+        };
+        assert_eq!((logs.follow, logs.boot), (true, -1));
+
+        let cli = Cli::try_parse_from([
+            "cairn", "cert", "issue", "--role", "operator", "--ttl", "24h",
+        ])
+        .expect("cert");
+        let Command::Cert(CertCommand::Issue(issue)) = cli.command else {
+            panic!("not cert issue");
+        };
+        assert_eq!(
+            (issue.role, issue.ttl.as_secs()),
+            (api::Role::Operator, 86_400)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["cairn", "node", "info", "-e", "host:99999"][..],
+            &[
+                "cairn",
+                "cluster",
+                "init",
+                "--setup-token",
+                "t",
+                "--fingerprint",
+                "md5:00",
+            ],
+            &["cairn", "cert", "issue", "--role", "root"],
+            &[
+                "cairn",
+                "cert",
+                "issue",
+                "--out-dir",
+                "x",
+                "--add-context",
+                "y",
+            ],
+            &["cairn", "node", "reboot", "--timeout", "5m"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

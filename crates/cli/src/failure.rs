@@ -1,0 +1,693 @@
+//! What went wrong, as one sentence for the operator and an exit code for
+//! scripts.
+//!
+//! Everything here is pure: it reads error values (including the chain
+//! under a `reqwest::Error`, where rustls and socket errors hide) and
+//! returns a [`Failure`]. Nothing prints a `Debug` dump.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::io;
+
+use api::{ApiError, ErrorCode};
+use rustls::{AlertDescription, CertificateError};
+
+use crate::client::RequestError;
+use crate::config::{ContextError, ContextName, LoadConfigError, SaveConfigError};
+use crate::duration::Span;
+use crate::endpoint::Endpoint;
+use crate::tls::{CredentialError, FingerprintMismatch};
+
+/// The documented exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: the command did what was asked.
+    Success,
+    /// 1: something else failed (the node reported an internal error, a
+    /// local file could not be written, a wait timed out).
+    Failure,
+    /// 2: the command line or the CLI config file is wrong (clap's own
+    /// usage errors exit 2 as well).
+    Usage,
+    /// 3: the node could not be reached (name resolution, connection
+    /// refused, timeout, connection lost).
+    Unreachable,
+    /// 4: TLS or authentication failed: the node's certificate is not the
+    /// pinned or trusted one, or the node refused the client certificate.
+    Authentication,
+    /// 5: the node refused the request: role too low, wrong setup token,
+    /// maintenance mode, rate limited.
+    PermissionDenied,
+    /// 6: the node refused the input: invalid machine config, malformed
+    /// request; or a local input file could not be read.
+    InvalidInput,
+}
+
+impl Exit {
+    /// Every code, in order.
+    pub const ALL: [Exit; 7] = [
+        Exit::Success,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::Unreachable,
+        Exit::Authentication,
+        Exit::PermissionDenied,
+        Exit::InvalidInput,
+    ];
+
+    /// The process exit code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Unreachable => 3,
+            Exit::Authentication => 4,
+            Exit::PermissionDenied => 5,
+            Exit::InvalidInput => 6,
+        }
+    }
+
+    /// One line for `--help` and the docs.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Failure => "failure (node error, local file, wait timed out)",
+            Exit::Usage => "usage error (command line or CLI config file)",
+            Exit::Unreachable => "node unreachable (DNS, refused, timeout, connection lost)",
+            Exit::Authentication => "TLS or authentication failure (fingerprint, CA, certificate)",
+            Exit::PermissionDenied => "permission denied (role, setup token, maintenance mode)",
+            Exit::InvalidInput => "invalid input (config refused, bad request, unreadable file)",
+        }
+    }
+
+    /// The table printed under `cairn --help`.
+    pub fn help_table() -> String {
+        let mut out = String::from("Exit codes:\n");
+        for exit in Exit::ALL {
+            let _ = writeln!(out, "  {}  {}", exit.code(), exit.meaning());
+        }
+        out
+    }
+}
+
+/// A failed command as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The exit code.
+    pub exit: Exit,
+    /// One sentence, lower-case, no trailing period.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+/// How the failed connection trusted the node; decides which sentence a
+/// certificate problem gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Verified against the CA of this context.
+    Member(ContextName),
+    /// Pinned by fingerprint (maintenance mode).
+    Pinned,
+}
+
+/// A command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A flag is missing or a value is wrong in a way clap cannot see.
+    #[error("{0}")]
+    Usage(String),
+    /// The config file cannot be located.
+    #[error("cannot find the config file: neither XDG_CONFIG_HOME nor HOME is set, pass --config")]
+    NoConfigPath,
+    /// The config file cannot be read.
+    #[error("cannot load the CLI config")]
+    LoadConfig(#[source] LoadConfigError),
+    /// The config file cannot be written.
+    #[error("cannot save the CLI config")]
+    SaveConfig(#[source] SaveConfigError),
+    /// No context can be used.
+    #[error("cannot pick a context")]
+    Context(#[source] ContextError),
+    /// The context's credential is unusable.
+    #[error("context {context} holds an unusable credential")]
+    Credential {
+        /// Which context.
+        context: ContextName,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
+    /// The TLS configuration for maintenance mode cannot be built.
+    #[error("cannot set up TLS")]
+    Tls(#[source] rustls::Error),
+    /// The HTTP client cannot be built.
+    #[error("cannot set up the HTTPS client")]
+    Client(#[source] crate::client::BuildClientError),
+    /// A call to the node failed.
+    #[error("request failed")]
+    Request {
+        /// How the node was trusted.
+        trust: Trust,
+        /// What failed.
+        #[source]
+        source: RequestError,
+    },
+    /// Making a key and CSR failed.
+    #[error("cannot make a key and certificate request")]
+    Csr(#[source] cluster::pki::CsrError),
+    /// The node's bootstrap answer does not hold together.
+    #[error("{0}")]
+    BadCredential(String),
+    /// A local input file cannot be read.
+    #[error("cannot read {path}")]
+    ReadInput {
+        /// The file (`-` for standard input).
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A local output file cannot be written.
+    #[error("cannot write {path}")]
+    WriteOutput {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Standard output cannot be written.
+    #[error("cannot write to standard output")]
+    Stdout(#[source] io::Error),
+    /// The node did not come back in time.
+    #[error("the node at {endpoint} did not come back within {waited} ({last})")]
+    WaitTimedOut {
+        /// Where.
+        endpoint: Endpoint,
+        /// How long the CLI waited.
+        waited: Span,
+        /// The last thing seen.
+        last: String,
+    },
+    /// A streamed log line is not a log entry.
+    #[error("the node sent a log line this client does not understand")]
+    BadLogLine(#[source] serde_json::Error),
+}
+
+/// `error` and its causes, joined with `: `.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// Describes a failed command.
+pub fn describe(error: &CommandError) -> Failure {
+    match error {
+        CommandError::Usage(_) | CommandError::NoConfigPath | CommandError::Context(_) => {
+            Failure::new(Exit::Usage, chain(error))
+        }
+        CommandError::LoadConfig(e) => Failure::new(Exit::Usage, chain(e)),
+        CommandError::SaveConfig(_)
+        | CommandError::Tls(_)
+        | CommandError::Client(_)
+        | CommandError::Csr(_)
+        | CommandError::WriteOutput { .. }
+        | CommandError::Stdout(_)
+        | CommandError::WaitTimedOut { .. }
+        | CommandError::BadLogLine(_) => Failure::new(Exit::Failure, chain(error)),
+        CommandError::Credential { .. } | CommandError::BadCredential(_) => {
+            Failure::new(Exit::Authentication, chain(error))
+        }
+        CommandError::ReadInput { .. } => Failure::new(Exit::InvalidInput, chain(error)),
+        CommandError::Request { trust, source } => describe_request(source, trust),
+    }
+}
+
+/// Describes a failed call.
+pub fn describe_request(error: &RequestError, trust: &Trust) -> Failure {
+    match error {
+        RequestError::Transport { endpoint, source } => {
+            describe_transport(endpoint, source, source.is_timeout(), trust)
+        }
+        RequestError::Refused {
+            operation,
+            error,
+            retry_after_s,
+        } => describe_refusal(operation, error, *retry_after_s, trust),
+        RequestError::UnexpectedStatus { .. } | RequestError::UnknownOperation(_) => {
+            Failure::new(Exit::Failure, error.to_string())
+        }
+        RequestError::Decode { .. } => Failure::new(Exit::Failure, chain(error)),
+    }
+}
+
+fn sentence(message: &str) -> &str {
+    message.trim().trim_end_matches('.')
+}
+
+/// Describes an [`ApiError`] the node answered with.
+pub fn describe_refusal(
+    operation: &str,
+    error: &ApiError,
+    retry_after_s: Option<u64>,
+    trust: &Trust,
+) -> Failure {
+    let said = sentence(&error.message);
+    let said = if said.is_empty() {
+        format!("{operation} failed ({})", code_name(error.code))
+    } else {
+        said.to_owned()
+    };
+    let mut message = format!("the node refused the request: {said}");
+    let hint = match error.code {
+        ErrorCode::ClientCertificateRequired => Some(
+            "this client sent no certificate; check the context's cert-pem and key-pem".to_owned(),
+        ),
+        ErrorCode::InvalidClientCertificate => Some(match trust {
+            Trust::Member(context) => format!(
+                "the credential of context {context} may have expired or belong to another cluster"
+            ),
+            Trust::Pinned => "the credential may have expired or belong to another cluster".to_owned(),
+        }),
+        ErrorCode::MaintenanceMode => Some(
+            "the node belongs to no cluster yet; bootstrap it with `cairn cluster init`".to_owned(),
+        ),
+        ErrorCode::InvalidSetupToken => Some(
+            "the token is printed on the node's console or set as cluster.setup-token in its machine config"
+                .to_owned(),
+        ),
+        ErrorCode::RateLimited => retry_after_s.map(|s| format!("retry in {s} s")),
+        ErrorCode::AlreadyMember => Some(
+            "it belongs to a cluster already; talk to it with that cluster's context".to_owned(),
+        ),
+        ErrorCode::RoleTooLow
+        | ErrorCode::JoinUnavailable
+        | ErrorCode::BadRequest
+        | ErrorCode::InvalidConfig
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::Timeout
+        | ErrorCode::NotFound
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal => None,
+    };
+    if let Some(hint) = hint {
+        message.push_str(" (");
+        message.push_str(&hint);
+        message.push(')');
+    }
+    Failure::new(refusal_exit(error.code), message)
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "error".to_owned())
+}
+
+/// The exit code for an API error code.
+pub fn refusal_exit(code: ErrorCode) -> Exit {
+    match code {
+        ErrorCode::ClientCertificateRequired | ErrorCode::InvalidClientCertificate => {
+            Exit::Authentication
+        }
+        ErrorCode::RoleTooLow
+        | ErrorCode::MaintenanceMode
+        | ErrorCode::InvalidSetupToken
+        | ErrorCode::RateLimited
+        | ErrorCode::AlreadyMember => Exit::PermissionDenied,
+        ErrorCode::BadRequest | ErrorCode::InvalidConfig | ErrorCode::PayloadTooLarge => {
+            Exit::InvalidInput
+        }
+        ErrorCode::JoinUnavailable
+        | ErrorCode::Timeout
+        | ErrorCode::NotFound
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal => Exit::Failure,
+    }
+}
+
+/// What a transport error chain boils down to.
+enum Found<'a> {
+    Mismatch(&'a FingerprintMismatch),
+    Tls(&'a rustls::Error),
+    Io(&'a io::Error),
+}
+
+/// Walks the chain for the most telling cause: our fingerprint mismatch,
+/// then a rustls error, then the innermost socket error. `io::Error`
+/// hides a wrapped error from `source()`, so it is opened by hand.
+fn find_cause<'a>(error: &'a (dyn StdError + 'static)) -> Option<Found<'a>> {
+    let mut io_found = None;
+    let mut next: Option<&'a (dyn StdError + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(mismatch) = current.downcast_ref::<FingerprintMismatch>() {
+            return Some(Found::Mismatch(mismatch));
+        }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            if let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = tls
+                && let Some(mismatch) = other.0.downcast_ref::<FingerprintMismatch>()
+            {
+                return Some(Found::Mismatch(mismatch));
+            }
+            return Some(Found::Tls(tls));
+        }
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            if let Some(inner) = io.get_ref()
+                && let Some(found) = find_cause(inner)
+            {
+                return Some(found);
+            }
+            io_found = Some(io);
+        }
+        next = current.source();
+    }
+    io_found.map(Found::Io)
+}
+
+fn is_dns_failure(error: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if current.to_string().starts_with("dns error") {
+            return true;
+        }
+        next = current.source();
+    }
+    false
+}
+
+/// Describes a request that got no answer.
+pub fn describe_transport(
+    endpoint: &Endpoint,
+    error: &(dyn StdError + 'static),
+    timed_out: bool,
+    trust: &Trust,
+) -> Failure {
+    let unreachable =
+        |why: &str| Failure::new(Exit::Unreachable, format!("cannot reach {endpoint}: {why}"));
+    match find_cause(error) {
+        Some(Found::Mismatch(mismatch)) => Failure::new(
+            Exit::Authentication,
+            format!(
+                "{mismatch}; refusing to talk to {endpoint} (check the fingerprint on the node's console)"
+            ),
+        ),
+        Some(Found::Tls(tls)) => describe_tls(endpoint, tls, trust),
+        Some(Found::Io(_)) | None if timed_out => unreachable("timed out"),
+        Some(Found::Io(io)) if is_dns_failure(error) => {
+            unreachable(&format!("cannot resolve the host name ({})", io_text(io)))
+        }
+        Some(Found::Io(io)) => unreachable(&io_text(io)),
+        None if is_dns_failure(error) => unreachable("cannot resolve the host name"),
+        None => unreachable(&chain(error)),
+    }
+}
+
+fn io_text(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::TimedOut => "timed out".to_owned(),
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => "the connection was closed".to_owned(),
+        io::ErrorKind::HostUnreachable => "no route to host".to_owned(),
+        io::ErrorKind::NetworkUnreachable => "the network is unreachable".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "the address is not available".to_owned(),
+        _ => {
+            // The OS text without the "(os error N)" suffix, lower-cased
+            // like every other sentence here.
+            let text = error.to_string();
+            let text = match text.find(" (os error") {
+                Some(at) => &text[..at],
+                None => text.as_str(),
+            };
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => "unknown error".to_owned(),
+            }
+        }
+    }
+}
+
+fn describe_tls(endpoint: &Endpoint, error: &rustls::Error, trust: &Trust) -> Failure {
+    let auth = |message: String| Failure::new(Exit::Authentication, message);
+    let cert = |what: &str| auth(format!("the certificate of the node at {endpoint} {what}"));
+    match error {
+        rustls::Error::InvalidCertificate(problem) => match problem {
+            CertificateError::UnknownIssuer => match trust {
+                Trust::Member(context) => cert(&format!(
+                    "is not signed by the cluster CA of context {context} (is this node in another cluster, or still in maintenance mode?)"
+                )),
+                Trust::Pinned => cert("is not trusted"),
+            },
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                cert("has expired")
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                cert("is not valid yet (check the clocks of this machine and the node)")
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                cert(
+                    "does not name this host; connect by a name or address the node's certificate lists",
+                )
+            }
+            CertificateError::BadSignature => cert("has a bad signature"),
+            CertificateError::Revoked => cert("is revoked"),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                cert("is not a server certificate")
+            }
+            other => cert(&format!(
+                "is refused: {}",
+                rustls::Error::InvalidCertificate(other.clone())
+            )),
+        },
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::CertificateRequired => auth(format!(
+                "the node at {endpoint} requires a client certificate and this client has none for it"
+            )),
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::AccessDenied => auth(format!(
+                "the node at {endpoint} refused this client's certificate (it may have expired or belong to another cluster)"
+            )),
+            AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure => {
+                auth(format!(
+                    "the TLS handshake with {endpoint} failed: the node does not speak TLS 1.3 with this client's algorithms"
+                ))
+            }
+            other => auth(format!(
+                "the TLS handshake with {endpoint} failed: the node sent the alert {other:?}"
+            )),
+        },
+        rustls::Error::InvalidMessage(_) => Failure::new(
+            Exit::Unreachable,
+            format!("cannot reach {endpoint}: it does not speak TLS (is this a Cairn API port?)"),
+        ),
+        other => auth(format!("the TLS handshake with {endpoint} failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::pki::Fingerprint;
+    use std::sync::Arc;
+
+    fn ep() -> Endpoint {
+        "10.0.0.5:7443".parse().expect("endpoint")
+    }
+
+    fn member() -> Trust {
+        Trust::Member("lab".parse().expect("name"))
+    }
+
+    /// The shape hyper/reqwest produce: an outer error whose source is an
+    /// `io::Error` wrapping the real cause.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] io::Error);
+
+    #[test]
+    fn a_refused_connection_is_one_sentence_with_the_cause() {
+        let err = Outer(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let failure = describe_transport(&ep(), &err, false, &member());
+        assert_eq!(failure.exit, Exit::Unreachable);
+        assert_eq!(
+            failure.message,
+            "cannot reach 10.0.0.5:7443: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_timed_out() {
+        let err = Outer(io::Error::other("operation timed out"));
+        let failure = describe_transport(&ep(), &err, true, &member());
+        assert_eq!(failure.message, "cannot reach 10.0.0.5:7443: timed out");
+    }
+
+    #[test]
+    fn a_fingerprint_mismatch_names_both_fingerprints() {
+        let mismatch = FingerprintMismatch {
+            seen: Fingerprint::of_der(b"a"),
+            pinned: Fingerprint::of_der(b"b"),
+        };
+        let tls = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            Arc::new(mismatch.clone()),
+        )));
+        let err = Outer(io::Error::new(io::ErrorKind::InvalidData, tls));
+        let failure = describe_transport(&ep(), &err, false, &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::Authentication);
+        assert!(
+            failure.message.starts_with(&format!(
+                "the node's certificate fingerprint {} does not match the pinned {}",
+                mismatch.seen, mismatch.pinned
+            )),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn certificate_problems_map_to_authentication_sentences() {
+        let cases = [
+            (
+                CertificateError::UnknownIssuer,
+                "is not signed by the cluster CA of context lab",
+            ),
+            (CertificateError::Expired, "has expired"),
+            (CertificateError::NotValidForName, "does not name this host"),
+            (CertificateError::BadSignature, "has a bad signature"),
+        ];
+        for (problem, expected) in cases {
+            let err = Outer(io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(problem),
+            ));
+            let failure = describe_transport(&ep(), &err, false, &member());
+            assert_eq!(failure.exit, Exit::Authentication);
+            assert!(failure.message.contains(expected), "{}", failure.message);
+            assert!(
+                !failure.message.contains("InvalidCertificate"),
+                "{}",
+                failure.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_an_authentication_failure() {
+        let err = Outer(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        ));
+        let failure = describe_transport(&ep(), &err, false, &member());
+        assert_eq!(failure.exit, Exit::Authentication);
+        assert!(
+            failure
+                .message
+                .contains("refused this client's certificate"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn role_too_low_is_rendered_as_the_nodes_sentence() {
+        let error = ApiError::new(
+            ErrorCode::RoleTooLow,
+            "role reader is too low for node_reboot (needs operator).",
+        );
+        let failure = describe_refusal("node_reboot", &error, None, &member());
+        assert_eq!(failure.exit, Exit::PermissionDenied);
+        assert_eq!(
+            failure.message,
+            "the node refused the request: role reader is too low for node_reboot (needs operator)"
+        );
+    }
+
+    #[test]
+    fn refusals_get_hints_and_their_exit_codes() {
+        let limited = ApiError::new(ErrorCode::RateLimited, "too many failed setup tokens");
+        let failure = describe_refusal("cluster_bootstrap", &limited, Some(30), &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::PermissionDenied);
+        assert!(
+            failure.message.ends_with("(retry in 30 s)"),
+            "{}",
+            failure.message
+        );
+
+        let config = ApiError::new(
+            ErrorCode::InvalidConfig,
+            "network.links.eth0.dhcp: expected a boolean",
+        );
+        let failure = describe_refusal("node_config_apply", &config, None, &member());
+        assert_eq!(failure.exit, Exit::InvalidInput);
+        assert!(
+            failure.message.contains("network.links.eth0.dhcp"),
+            "{}",
+            failure.message
+        );
+
+        let empty = ApiError::new(ErrorCode::Internal, "");
+        let failure = describe_refusal("node_info", &empty, None, &member());
+        assert_eq!(
+            failure.message,
+            "the node refused the request: node_info failed (internal)"
+        );
+    }
+
+    #[test]
+    fn every_api_error_code_has_an_exit_code_other_than_success_and_usage() {
+        for code in ErrorCode::ALL {
+            let exit = refusal_exit(code);
+            assert!(!matches!(exit, Exit::Success | Exit::Usage), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented_in_order() {
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, (0..7).collect::<Vec<u8>>());
+        let help = Exit::help_table();
+        for exit in Exit::ALL {
+            assert!(help.contains(&format!("  {}  {}", exit.code(), exit.meaning())));
+        }
+    }
+
+    #[test]
+    fn local_errors_keep_their_cause_in_the_sentence() {
+        let err = CommandError::ReadInput {
+            path: "node.toml".to_owned(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let failure = describe(&err);
+        assert_eq!(failure.exit, Exit::InvalidInput);
+        assert_eq!(failure.message, "cannot read node.toml: entity not found");
+    }
+}

@@ -1,0 +1,615 @@
+//! Rendering answers for people (`-o table`) and scripts (`-o json`).
+//!
+//! Pure functions from values to text. JSON is the API's own types
+//! serialised as they are (snake_case), one object per command, or one
+//! object per line for log streams. Tables are plain aligned text.
+
+use std::fmt::Write as _;
+
+use api::types::{
+    ApplyConfigResponse, BootstrapResponse, IssuedCertificate, KernelLog, LogEntry, LogLevel,
+    LogSource, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+};
+use serde::Serialize;
+
+use crate::duration::Span;
+
+/// `cairn version`: this client, and the node when it answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionReport {
+    /// This binary.
+    pub client: VersionInfo,
+    /// The node, when reachable.
+    pub server: Option<VersionInfo>,
+    /// Why the node's version is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_error: Option<String>,
+}
+
+/// `cairn config contexts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContextsReport {
+    /// The current context.
+    pub current_context: Option<String>,
+    /// Every context.
+    pub contexts: Vec<ContextSummary>,
+}
+
+/// One context, without its secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContextSummary {
+    /// Name.
+    pub name: String,
+    /// Endpoints.
+    pub endpoints: Vec<String>,
+    /// Cluster name.
+    pub cluster: Option<String>,
+    /// Credential common name.
+    pub user: Option<String>,
+    /// Credential role.
+    pub role: Option<api::Role>,
+}
+
+/// `cairn node reboot --wait`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RebootReport {
+    /// `reboot`.
+    pub action: String,
+    /// The boot that ended.
+    pub previous_boot_id: String,
+    /// The boot the node came back with.
+    pub boot_id: String,
+    /// Seconds from the request to the node answering again.
+    pub waited_s: u64,
+}
+
+/// `cairn cert issue`: the certificate and where its key went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertIssueReport {
+    /// The certificate as the node issued it.
+    #[serde(flatten)]
+    pub certificate: IssuedCertificate,
+    /// The context it was stored as, if any.
+    pub context: Option<String>,
+    /// The files it was written to, if any.
+    pub files: Vec<String>,
+}
+
+/// A value as one pretty JSON object and a newline.
+pub fn json<T: Serialize>(value: &T) -> String {
+    // The values printed are plain data (strings, numbers, maps with
+    // string keys), which serde_json always serialises.
+    let mut text = serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// Rows aligned in columns under upper-case headers, two spaces apart.
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let pad = widths.get(i).copied().unwrap_or(0);
+                let _ = write!(out, "{cell:<pad$}  ");
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `KEY  value` lines, keys aligned.
+fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let _ = writeln!(out, "{key:<width$}  {value}");
+    }
+    out
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
+/// `cairn node info`.
+pub fn node_info(info: &NodeInfo) -> String {
+    let boot = &info.boot;
+    let mut counter = boot.counter.clone();
+    if let Some(left) = boot.tries_left {
+        let _ = write!(counter, ", {left} tries left");
+    }
+    let entry = if boot.entry.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{} ({counter})", boot.entry)
+    };
+    let mut out = fields(&[
+        ("NAME", info.name.clone()),
+        ("VERSION", info.version.clone()),
+        ("KERNEL", info.kernel.clone()),
+        ("UPTIME", Span::from_secs(info.uptime_s).to_string()),
+        ("BOOT ID", info.boot_id.clone()),
+        ("FIRMWARE", boot.firmware.clone()),
+        ("BOOT ENTRY", entry),
+        (
+            "LOADER",
+            if boot.loader.is_empty() {
+                "-".to_owned()
+            } else {
+                boot.loader.clone()
+            },
+        ),
+        ("ADDRESSES", list(&info.addresses)),
+        (
+            "CLUSTER",
+            match &info.cluster {
+                Some(c) => format!("{} (CA {})", c.name, c.ca_fingerprint),
+                None => "- (maintenance mode)".to_owned(),
+            },
+        ),
+    ]);
+    if !info.certificates.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = info
+            .certificates
+            .iter()
+            .map(|c| {
+                vec![
+                    c.purpose.clone(),
+                    c.subject.clone(),
+                    c.not_after.to_string(),
+                    c.fingerprint.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&columns(
+            &["CERTIFICATE", "SUBJECT", "NOT AFTER", "FINGERPRINT"],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// One log entry as a line.
+pub fn log_entry(entry: &LogEntry) -> String {
+    let level = match entry.level {
+        LogLevel::Error => "ERROR",
+        LogLevel::Warn => "WARN ",
+        LogLevel::Info => "INFO ",
+        LogLevel::Debug => "DEBUG",
+    };
+    let source = match entry.source {
+        LogSource::Init => "init  ",
+        LogSource::Cairnd => "cairnd",
+    };
+    format!("{}  {level}  {source}  {}\n", entry.ts, entry.message)
+}
+
+/// `cairn node dmesg`, like `dmesg`: seconds since boot, then the text.
+pub fn kernel_log(log: &KernelLog) -> String {
+    let mut out = String::new();
+    for e in &log.entries {
+        let _ = writeln!(
+            out,
+            "[{:>5}.{:06}] {}",
+            e.monotonic_us / 1_000_000,
+            e.monotonic_us % 1_000_000,
+            e.message
+        );
+    }
+    out
+}
+
+/// `cairn node network`.
+pub fn network(state: &NetworkState) -> String {
+    let ips = |v: &[std::net::IpAddr]| list(&v.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let mut out = fields(&[
+        (
+            "HOSTNAME",
+            match &state.hostname {
+                Some(h) => format!("{} ({})", h.name, h.source),
+                None => "-".to_owned(),
+            },
+        ),
+        ("DNS", ips(&state.dns)),
+        ("SEARCH", list(&state.search)),
+        ("NTP", ips(&state.ntp)),
+    ]);
+    out.push('\n');
+    let links: Vec<Vec<String>> = state
+        .links
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                or_dash(l.mac.clone()),
+                l.addressing.clone(),
+                list(&l.addresses),
+                or_dash(
+                    l.dhcp
+                        .as_ref()
+                        .map(|d| format!("{} ({})", d.server, Span::from_secs(d.lease_time_s))),
+                ),
+                or_dash(l.error.clone()),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &[
+            "LINK",
+            "MAC",
+            "ADDRESSING",
+            "ADDRESSES",
+            "DHCP SERVER",
+            "ERROR",
+        ],
+        &links,
+    ));
+    out.push('\n');
+    let routes: Vec<Vec<String>> = state
+        .routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.destination.clone(),
+                or_dash(r.gateway.map(|g| g.to_string())),
+                or_dash(r.link.clone()),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(&["ROUTE", "GATEWAY", "LINK"], &routes));
+    out
+}
+
+/// `cairn node config get`: the TOML, headed by where it came from. The
+/// header lines are TOML comments, so the output can be edited and
+/// applied as it is.
+pub fn config_document(doc: &MachineConfigDocument) -> String {
+    let mut out = format!("# source: {}\n", doc.source);
+    if !doc.redacted.is_empty() {
+        let _ = writeln!(out, "# redacted: {}", doc.redacted.join(", "));
+    }
+    out.push_str(&doc.toml);
+    if !doc.toml.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `cairn node config apply`.
+pub fn apply_result(result: &ApplyConfigResponse) -> String {
+    let changed = if result.changed.is_empty() {
+        "nothing".to_owned()
+    } else {
+        result.changed.join(", ")
+    };
+    if result.dry_run {
+        format!("the config is valid; applying it would change: {changed}\n")
+    } else if result.applied {
+        format!("config applied; changed: {changed}\n")
+    } else {
+        format!("config not applied; changed: {changed}\n")
+    }
+}
+
+/// `cairn node reboot` and `cairn node shutdown`.
+pub fn power(response: &PowerResponse) -> String {
+    let what = match response.action.as_str() {
+        "reboot" => "the node is rebooting".to_owned(),
+        "poweroff" => "the node is powering off".to_owned(),
+        other => format!("the node accepted {other}"),
+    };
+    format!("{what} (boot {} ends)\n", response.boot_id)
+}
+
+/// `cairn node reboot --wait`.
+pub fn reboot_report(report: &RebootReport) -> String {
+    format!(
+        "the node rebooted and is back after {} (boot {} replaced {})\n",
+        Span::from_secs(report.waited_s),
+        report.boot_id,
+        report.previous_boot_id
+    )
+}
+
+/// `cairn cert issue`.
+pub fn cert_issue(report: &CertIssueReport) -> String {
+    let c = &report.certificate;
+    let mut pairs = vec![
+        ("NAME", c.name.clone()),
+        ("ROLE", c.role.to_string()),
+        ("NOT AFTER", c.not_after.to_string()),
+        ("CA", c.ca_fingerprint.clone()),
+    ];
+    if let Some(context) = &report.context {
+        pairs.push(("CONTEXT", context.clone()));
+    }
+    if !report.files.is_empty() {
+        pairs.push(("FILES", report.files.join(", ")));
+    }
+    fields(&pairs)
+}
+
+/// `cairn cluster init`.
+pub fn bootstrap(response: &BootstrapResponse, context: &str) -> String {
+    format!(
+        "cluster {} created on node {}; context {context} is now current (admin {} valid until {}, CA {})\n",
+        response.cluster_name,
+        response.node_name,
+        response.admin.name,
+        response.admin.not_after,
+        response.admin.ca_fingerprint
+    )
+}
+
+/// `cairn version`.
+pub fn version(report: &VersionReport) -> String {
+    let server = match (&report.server, &report.server_error) {
+        (Some(v), _) => format!("{} (api {})", v.version, v.api),
+        (None, Some(e)) => format!("unknown ({e})"),
+        (None, None) => "unknown".to_owned(),
+    };
+    fields(&[
+        (
+            "CLIENT",
+            format!("{} (api {})", report.client.version, report.client.api),
+        ),
+        ("SERVER", server),
+    ])
+}
+
+/// `cairn config contexts`.
+pub fn contexts(report: &ContextsReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .contexts
+        .iter()
+        .map(|c| {
+            let current = report.current_context.as_deref() == Some(c.name.as_str());
+            vec![
+                if current { "*" } else { "" }.to_owned(),
+                c.name.clone(),
+                c.endpoints.join(", "),
+                or_dash(c.cluster.clone()),
+                or_dash(c.user.clone()),
+                or_dash(c.role.map(|r| r.to_string())),
+            ]
+        })
+        .collect();
+    columns(
+        &["CURRENT", "NAME", "ENDPOINTS", "CLUSTER", "USER", "ROLE"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::Timestamp;
+    use api::types::{
+        BootInfo, CertificateInfo, ClusterInfo, HostnameState, LinkState, RouteState,
+    };
+
+    fn info() -> NodeInfo {
+        NodeInfo {
+            name: "node-1".to_owned(),
+            version: "0.1.0".to_owned(),
+            addresses: vec!["10.0.0.5/24".to_owned()],
+            uptime_s: 3725,
+            kernel: "6.1.0-56-amd64".to_owned(),
+            boot_id: "b1".to_owned(),
+            boot: BootInfo {
+                firmware: "uefi".to_owned(),
+                entry: "cairn-0.1.0.conf".to_owned(),
+                counter: "good".to_owned(),
+                tries_left: None,
+                loader: "systemd-boot 252".to_owned(),
+            },
+            cluster: Some(ClusterInfo {
+                name: "lab".to_owned(),
+                ca_fingerprint: "sha256:ab".to_owned(),
+            }),
+            certificates: vec![CertificateInfo {
+                purpose: "node".to_owned(),
+                subject: "node-1".to_owned(),
+                fingerprint: "sha256:cd".to_owned(),
+                not_before: Timestamp::from_unix(0).expect("ts"),
+                not_after: Timestamp::from_unix(1_800_000_000).expect("ts"),
+            }],
+        }
+    }
+
+    #[test]
+    fn json_output_is_the_api_type_in_snake_case() {
+        let text = json(&info());
+        let value: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+        for key in [
+            "name",
+            "version",
+            "addresses",
+            "uptime_s",
+            "boot",
+            "boot_id",
+        ] {
+            assert!(value.get(key).is_some(), "{key} missing in {text}");
+        }
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn node_info_table_aligns_keys_and_lists_certificates() {
+        let text = node_info(&info());
+        assert!(text.contains("NAME        node-1\n"), "{text}");
+        assert!(text.contains("UPTIME      1h 2m\n"), "{text}");
+        assert!(
+            text.contains("BOOT ENTRY  cairn-0.1.0.conf (good)\n"),
+            "{text}"
+        );
+        assert!(text.contains("CLUSTER     lab (CA sha256:ab)\n"), "{text}");
+        assert!(
+            text.contains("node         node-1   2027-01-15T08:00:00Z  sha256:cd"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn columns_pad_all_but_the_last_cell() {
+        let text = columns(
+            &["A", "BB"],
+            &[
+                vec!["xyz".to_owned(), "1".to_owned()],
+                vec!["q".to_owned(), "22".to_owned()],
+            ],
+        );
+        assert_eq!(text, "A    BB\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn log_lines_show_time_level_source_and_message() {
+        let entry = LogEntry {
+            ts: Timestamp::from_unix(1_700_000_000).expect("ts"),
+            boot_id: "b".to_owned(),
+            source: LogSource::Cairnd,
+            level: LogLevel::Warn,
+            message: "link eth0 down".to_owned(),
+        };
+        assert_eq!(
+            log_entry(&entry),
+            "2023-11-14T22:13:20Z  WARN   cairnd  link eth0 down\n"
+        );
+    }
+
+    #[test]
+    fn dmesg_lines_look_like_dmesg() {
+        let log = KernelLog {
+            entries: vec![api::types::KernelLogEntry {
+                seq: 1,
+                monotonic_us: 12_345_678,
+                priority: 6,
+                message: "virtio_net up".to_owned(),
+            }],
+        };
+        assert_eq!(kernel_log(&log), "[   12.345678] virtio_net up\n");
+    }
+
+    #[test]
+    fn network_table_shows_links_routes_and_dns() {
+        let state = NetworkState {
+            hostname: Some(HostnameState {
+                name: "node-1".to_owned(),
+                source: "dhcp".to_owned(),
+            }),
+            links: vec![LinkState {
+                name: "eth0".to_owned(),
+                mac: Some("52:54:00:12:34:56".to_owned()),
+                addressing: "dhcp".to_owned(),
+                addresses: vec!["10.0.2.15/24".to_owned()],
+                dhcp: None,
+                error: None,
+            }],
+            routes: vec![RouteState {
+                destination: "0.0.0.0/0".to_owned(),
+                gateway: Some("10.0.2.2".parse().expect("ip")),
+                link: Some("eth0".to_owned()),
+            }],
+            dns: vec!["10.0.2.3".parse().expect("ip")],
+            search: vec![],
+            ntp: vec![],
+        };
+        let text = network(&state);
+        assert!(text.contains("HOSTNAME  node-1 (dhcp)\n"), "{text}");
+        assert!(text.contains("DNS       10.0.2.3\n"), "{text}");
+        assert!(
+            text.contains("eth0  52:54:00:12:34:56  dhcp        10.0.2.15/24  -            -"),
+            "{text}"
+        );
+        assert!(text.contains("0.0.0.0/0  10.0.2.2  eth0"), "{text}");
+    }
+
+    #[test]
+    fn config_get_output_stays_valid_toml() {
+        let doc = MachineConfigDocument {
+            source: "esp /efi/cairn/config.toml".to_owned(),
+            toml: "[cluster]\nsetup-token = \"<redacted>\"".to_owned(),
+            redacted: vec!["cluster.setup-token".to_owned()],
+        };
+        let text = config_document(&doc);
+        assert!(text.starts_with(
+            "# source: esp /efi/cairn/config.toml\n# redacted: cluster.setup-token\n"
+        ));
+        let parsed: toml::Table = toml::from_str(&text).expect("still TOML");
+        assert!(parsed.contains_key("cluster"));
+    }
+
+    #[test]
+    fn apply_result_distinguishes_dry_runs() {
+        let mut r = ApplyConfigResponse {
+            applied: false,
+            dry_run: true,
+            changed: vec!["node".to_owned()],
+        };
+        assert_eq!(
+            apply_result(&r),
+            "the config is valid; applying it would change: node\n"
+        );
+        r.dry_run = false;
+        r.applied = true;
+        r.changed.clear();
+        assert_eq!(apply_result(&r), "config applied; changed: nothing\n");
+    }
+
+    #[test]
+    fn contexts_mark_the_current_one() {
+        let report = ContextsReport {
+            current_context: Some("b".to_owned()),
+            contexts: vec![
+                ContextSummary {
+                    name: "a".to_owned(),
+                    endpoints: vec!["10.0.0.1:7443".to_owned()],
+                    cluster: None,
+                    user: None,
+                    role: None,
+                },
+                ContextSummary {
+                    name: "b".to_owned(),
+                    endpoints: vec!["10.0.0.2:7443".to_owned()],
+                    cluster: Some("lab".to_owned()),
+                    user: Some("admin".to_owned()),
+                    role: Some(api::Role::Admin),
+                },
+            ],
+        };
+        let text = contexts(&report);
+        assert!(text.contains("\n         a     10.0.0.1:7443"), "{text}");
+        assert!(
+            text.contains("\n*        b     10.0.0.2:7443  lab      admin  admin"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,601 @@
+//! The commands: each resolves what it talks to, makes the calls through
+//! [`NodeClient`], and prints with [`crate::output`].
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use api::types::{
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse,
+    IssueCertificateRequest, IssuedCertificate, KernelLog, LogEntry, MachineConfigDocument,
+    NetworkState, NodeInfo, PowerResponse, VersionInfo,
+};
+use clap::CommandFactory;
+use cluster::pki::{Fingerprint, SubjectName};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Serialize;
+
+use crate::args::{
+    CertCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, InitArgs, IssueArgs,
+    LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs,
+};
+use crate::client::{NodeClient, RequestError};
+use crate::config::{self, CliConfig, Context, ContextName};
+use crate::endpoint::Endpoint;
+use crate::failure::{self, CommandError, Exit, Trust};
+use crate::ndjson::LineSplitter;
+use crate::output::{
+    self, CertIssueReport, ContextSummary, ContextsReport, RebootReport, VersionReport,
+};
+use crate::wait::{Next, Observation, RebootWait};
+
+/// How long each poll of `reboot --wait` may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The global flags every command sees.
+struct Globals {
+    config_path: Option<PathBuf>,
+    context: Option<ContextName>,
+    endpoint: Option<Endpoint>,
+    format: Format,
+}
+
+impl Globals {
+    fn config_path(&self) -> Result<&Path, CommandError> {
+        self.config_path
+            .as_deref()
+            .ok_or(CommandError::NoConfigPath)
+    }
+
+    fn load(&self) -> Result<CliConfig, CommandError> {
+        config::load(self.config_path()?).map_err(CommandError::LoadConfig)
+    }
+
+    fn save(&self, config: &CliConfig) -> Result<(), CommandError> {
+        config::save(self.config_path()?, config).map_err(CommandError::SaveConfig)
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CommandError> {
+    let globals = Globals {
+        config_path: cli.config.clone().or_else(|| {
+            config::default_path(
+                std::env::var_os("XDG_CONFIG_HOME"),
+                std::env::var_os("HOME"),
+            )
+        }),
+        context: cli.context.clone(),
+        endpoint: cli.endpoint.clone(),
+        format: cli.output,
+    };
+    match cli.command {
+        Command::Cluster(ClusterCommand::Init(args)) => cluster_init(&globals, args).await,
+        Command::Node(command) => node(&globals, command).await,
+        Command::Cert(CertCommand::Issue(args)) => cert_issue(&globals, args).await,
+        Command::Config(command) => config_command(&globals, command),
+        Command::Version => version(&globals).await,
+        Command::Completion { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut out);
+            write_stdout(&out)
+        }
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(CommandError::Stdout)
+}
+
+/// Prints `value` as JSON, or the table `render` makes of it.
+fn print<T: Serialize>(
+    format: Format,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> Result<(), CommandError> {
+    let text = match format {
+        Format::Json => output::json(value),
+        Format::Table => render(value),
+    };
+    write_stdout(text.as_bytes())
+}
+
+/// A client for the member node the flags and config point at.
+fn member_client(
+    globals: &Globals,
+    config: &CliConfig,
+) -> Result<(NodeClient, Trust), CommandError> {
+    let target = config
+        .resolve(globals.context.as_ref(), globals.endpoint.as_ref())
+        .map_err(CommandError::Context)?;
+    let tls =
+        crate::tls::member_config(target.context).map_err(|source| CommandError::Credential {
+            context: target.name.clone(),
+            source,
+        })?;
+    let client = NodeClient::new(target.endpoint, tls, None).map_err(CommandError::Client)?;
+    Ok((client, Trust::Member(target.name.clone())))
+}
+
+fn request_error(trust: &Trust) -> impl Fn(RequestError) -> CommandError + '_ {
+    |source| CommandError::Request {
+        trust: trust.clone(),
+        source,
+    }
+}
+
+async fn cluster_init(globals: &Globals, args: InitArgs) -> Result<(), CommandError> {
+    let endpoint = globals.endpoint.clone().ok_or_else(|| {
+        CommandError::Usage(
+            "cluster init needs the node's address: pass --endpoint HOST:7443".to_owned(),
+        )
+    })?;
+    let context_name = match args.context_name {
+        Some(name) => name,
+        None => args.cluster_name.parse().map_err(|e| {
+            CommandError::Usage(format!("{e}; pass --context-name to name the context"))
+        })?,
+    };
+    let admin = SubjectName::try_from(args.admin_name.as_str())
+        .map_err(|e| CommandError::Usage(format!("--admin-name: {e}")))?;
+    // Everything that can fail locally fails before the node is asked: the
+    // bootstrap hands out the first admin credential exactly once.
+    let mut config = globals.load()?;
+    if config.contexts.contains_key(&context_name) {
+        return Err(CommandError::Context(config::ContextError::Exists(
+            context_name,
+        )));
+    }
+    config::check_writable(globals.config_path()?).map_err(CommandError::SaveConfig)?;
+    let csr = cluster::pki::client_csr(&admin).map_err(CommandError::Csr)?;
+
+    let (tls, seen) = crate::tls::pinned_config(args.fingerprint).map_err(CommandError::Tls)?;
+    let client =
+        NodeClient::new(endpoint.clone(), tls, Some(seen)).map_err(CommandError::Client)?;
+    let request = BootstrapRequest {
+        setup_token: args.setup_token,
+        cluster_name: Some(args.cluster_name.clone()),
+        admin_name: admin.to_string(),
+        admin_csr_pem: csr.csr_pem.clone(),
+    };
+    let result: Result<BootstrapResponse, _> =
+        client.call("cluster_bootstrap", Some(&request)).await;
+    if args.fingerprint.is_none()
+        && let Some(seen) = client.seen_fingerprint()
+    {
+        eprintln!(
+            "warning: the node at {endpoint} was not authenticated: its certificate fingerprint is {seen}; compare it with the one on the node's console and pass --fingerprint to pin it"
+        );
+    }
+    let response = result.map_err(request_error(&Trust::Pinned))?;
+    check_bootstrap(&response, &csr.key_pem)?;
+
+    let context = Context {
+        endpoints: vec![endpoint],
+        cluster: Some(response.cluster_name.clone()),
+        user: Some(response.admin.name.clone()),
+        role: Some(response.admin.role),
+        ca_pem: response.admin.ca_pem.clone(),
+        cert_pem: response.admin.cert_pem.clone(),
+        key_pem: csr.key_pem,
+    };
+    config
+        .add_context(context_name.clone(), context, true)
+        .map_err(CommandError::Context)?;
+    globals.save(&config)?;
+    print(globals.format, &response, |r| {
+        output::bootstrap(r, context_name.as_str())
+    })
+}
+
+/// Checks that the credential a node handed back holds together: the CA is
+/// the one it names, and the certificate is for the key made here.
+fn check_bootstrap(response: &BootstrapResponse, key_pem: &str) -> Result<(), CommandError> {
+    check_issued(&response.admin, key_pem)
+}
+
+fn check_issued(issued: &IssuedCertificate, key_pem: &str) -> Result<(), CommandError> {
+    let ca = CertificateDer::from_pem_slice(issued.ca_pem.as_bytes()).map_err(|e| {
+        CommandError::BadCredential(format!(
+            "the node sent a CA certificate that is not valid PEM: {e}"
+        ))
+    })?;
+    let actual = Fingerprint::of_der(&ca);
+    if issued.ca_fingerprint.parse::<Fingerprint>().ok() != Some(actual) {
+        return Err(CommandError::BadCredential(format!(
+            "the node sent a CA certificate with fingerprint {actual} but named {}",
+            issued.ca_fingerprint
+        )));
+    }
+    cluster::pki::check_pair(&issued.cert_pem, key_pem).map_err(|e| {
+        CommandError::BadCredential(format!(
+            "the node sent a certificate that does not belong to the key made here: {e}"
+        ))
+    })?;
+    Ok(())
+}
+
+async fn node(globals: &Globals, command: NodeCommand) -> Result<(), CommandError> {
+    let config = globals.load()?;
+    let (client, trust) = member_client(globals, &config)?;
+    let fail = request_error(&trust);
+    let format = globals.format;
+    match command {
+        NodeCommand::Info => {
+            let info: NodeInfo = client.call("node_info", None::<&()>).await.map_err(fail)?;
+            print(format, &info, output::node_info)
+        }
+        NodeCommand::Logs(args) => logs(&client, &trust, format, &args).await,
+        NodeCommand::Dmesg => {
+            let log: KernelLog = client.call("node_dmesg", None::<&()>).await.map_err(fail)?;
+            print(format, &log, output::kernel_log)
+        }
+        NodeCommand::Network => {
+            let state: NetworkState = client
+                .call("node_network", None::<&()>)
+                .await
+                .map_err(fail)?;
+            print(format, &state, output::network)
+        }
+        NodeCommand::Config(NodeConfigCommand::Get) => {
+            let doc: MachineConfigDocument = client
+                .call("node_config_get", None::<&()>)
+                .await
+                .map_err(fail)?;
+            print(format, &doc, output::config_document)
+        }
+        NodeCommand::Config(NodeConfigCommand::Apply { dry_run, file }) => {
+            let toml = read_input(&file)?;
+            let request = ApplyConfigRequest { toml, dry_run };
+            let result: ApplyConfigResponse = client
+                .call("node_config_apply", Some(&request))
+                .await
+                .map_err(fail)?;
+            print(format, &result, output::apply_result)
+        }
+        NodeCommand::Reboot(args) => reboot(client, &trust, format, &args).await,
+        NodeCommand::Shutdown => {
+            let response: PowerResponse = client
+                .call("node_shutdown", None::<&()>)
+                .await
+                .map_err(fail)?;
+            print(format, &response, output::power)
+        }
+    }
+}
+
+fn read_input(file: &str) -> Result<String, CommandError> {
+    let read_err = |source| CommandError::ReadInput {
+        path: file.to_owned(),
+        source,
+    };
+    if file == "-" {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map_err(read_err)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).map_err(read_err)
+    }
+}
+
+async fn logs(
+    client: &NodeClient,
+    trust: &Trust,
+    format: Format,
+    args: &LogsArgs,
+) -> Result<(), CommandError> {
+    let mut query = format!("?boot={}&follow={}", args.boot, args.follow);
+    if let Some(tail) = args.tail {
+        query.push_str(&format!("&tail={tail}"));
+    }
+    let fail = request_error(trust);
+    let timeout = (!args.follow).then_some(crate::client::REQUEST_TIMEOUT);
+    let mut response = client
+        .stream("node_logs", &query, timeout)
+        .await
+        .map_err(&fail)?;
+    let mut splitter = LineSplitter::default();
+    let print_line = |line: &[u8]| -> Result<(), CommandError> {
+        let entry: LogEntry = serde_json::from_slice(line).map_err(CommandError::BadLogLine)?;
+        match format {
+            // The node's line as it is: fields this client does not know
+            // yet reach the script too.
+            Format::Json => {
+                let mut out = line.to_vec();
+                out.push(b'\n');
+                write_stdout(&out)
+            }
+            Format::Table => write_stdout(output::log_entry(&entry).as_bytes()),
+        }
+    };
+    while let Some(chunk) = client.next_chunk(&mut response).await.map_err(&fail)? {
+        for line in splitter.push(&chunk) {
+            print_line(&line)?;
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        print_line(&line)?;
+    }
+    Ok(())
+}
+
+async fn reboot(
+    mut client: NodeClient,
+    trust: &Trust,
+    format: Format,
+    args: &RebootArgs,
+) -> Result<(), CommandError> {
+    let fail = request_error(trust);
+    let response: PowerResponse = client
+        .call("node_reboot", None::<&()>)
+        .await
+        .map_err(&fail)?;
+    if !args.wait {
+        return print(format, &response, output::power);
+    }
+    let timeout = args.timeout.to_duration();
+    eprintln!(
+        "the node at {} is rebooting; waiting up to {} for it to come back",
+        client.endpoint(),
+        args.timeout
+    );
+    client.set_request_timeout(POLL_TIMEOUT);
+    let started = Instant::now();
+    let mut wait = RebootWait::new(response.boot_id.clone(), timeout);
+    let mut next = Next::PollAfter(crate::wait::POLL_INTERVAL);
+    loop {
+        match next {
+            Next::PollAfter(after) => tokio::time::sleep(after).await,
+            Next::Back(boot_id) => {
+                let report = RebootReport {
+                    action: response.action,
+                    previous_boot_id: response.boot_id,
+                    boot_id,
+                    waited_s: started.elapsed().as_secs(),
+                };
+                return print(format, &report, output::reboot_report);
+            }
+            Next::GiveUp(last) => {
+                return Err(CommandError::WaitTimedOut {
+                    endpoint: client.endpoint().clone(),
+                    waited: args.timeout,
+                    last,
+                });
+            }
+        }
+        let observation = match client.call::<(), NodeInfo>("node_info", None).await {
+            Ok(info) => Observation::Booted(info.boot_id),
+            Err(error @ RequestError::Refused { .. }) => {
+                let described = failure::describe_request(&error, trust);
+                // A node that refuses this credential after its reboot will
+                // not change its mind by waiting.
+                if matches!(
+                    described.exit,
+                    Exit::Authentication | Exit::PermissionDenied
+                ) {
+                    return Err(fail(error));
+                }
+                Observation::Unreachable(described.message)
+            }
+            Err(error) => {
+                Observation::Unreachable(failure::describe_request(&error, trust).message)
+            }
+        };
+        let step = wait.observe(started.elapsed(), observation);
+        if let Some(progress) = step.progress {
+            eprintln!("{progress}");
+        }
+        next = step.next;
+    }
+}
+
+async fn cert_issue(globals: &Globals, args: IssueArgs) -> Result<(), CommandError> {
+    let mut config = globals.load()?;
+    let name_text = args.name.clone().unwrap_or_else(|| args.role.to_string());
+    let holder = SubjectName::try_from(name_text.as_str())
+        .map_err(|e| CommandError::Usage(format!("--name: {e}")))?;
+    let (client, trust) = member_client(globals, &config)?;
+    let target = config
+        .resolve(globals.context.as_ref(), globals.endpoint.as_ref())
+        .map_err(CommandError::Context)?;
+    let (base_name, base) = (target.name.clone(), target.context.clone());
+
+    // Decide where the credential goes, and that it can go there, before
+    // the CA signs anything.
+    let new_context = match &args.out_dir {
+        Some(_) => None,
+        None => {
+            let name = match &args.add_context {
+                Some(name) => name.clone(),
+                None => format!("{base_name}-{holder}").parse().map_err(|e| {
+                    CommandError::Usage(format!("{e}; pass --add-context to name the context"))
+                })?,
+            };
+            if config.contexts.contains_key(&name) {
+                return Err(CommandError::Context(config::ContextError::Exists(name)));
+            }
+            config::check_writable(globals.config_path()?).map_err(CommandError::SaveConfig)?;
+            Some(name)
+        }
+    };
+    let files = match &args.out_dir {
+        Some(dir) => Some(OutFiles::prepare(dir, holder.as_str())?),
+        None => None,
+    };
+
+    let csr = cluster::pki::client_csr(&holder).map_err(CommandError::Csr)?;
+    let request = IssueCertificateRequest {
+        name: holder.to_string(),
+        role: args.role,
+        ttl_s: args.ttl.as_secs(),
+        csr_pem: csr.csr_pem.clone(),
+    };
+    let issued: IssuedCertificate = client
+        .call("cert_issue", Some(&request))
+        .await
+        .map_err(request_error(&trust))?;
+    check_issued(&issued, &csr.key_pem)?;
+
+    let mut report = CertIssueReport {
+        certificate: issued.clone(),
+        context: None,
+        files: Vec::new(),
+    };
+    if let Some(files) = files {
+        report.files = files.write(&issued, &csr.key_pem)?;
+    }
+    if let Some(name) = new_context {
+        let context = Context {
+            endpoints: base.endpoints.clone(),
+            cluster: base.cluster.clone(),
+            user: Some(issued.name.clone()),
+            role: Some(issued.role),
+            ca_pem: issued.ca_pem.clone(),
+            cert_pem: issued.cert_pem.clone(),
+            key_pem: csr.key_pem,
+        };
+        config
+            .add_context(name.clone(), context, false)
+            .map_err(CommandError::Context)?;
+        globals.save(&config)?;
+        report.context = Some(name.to_string());
+    }
+    print(globals.format, &report, output::cert_issue)
+}
+
+/// The files `cert issue --out-dir` writes.
+struct OutFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+impl OutFiles {
+    fn prepare(dir: &Path, name: &str) -> Result<Self, CommandError> {
+        let files = OutFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+            ca: dir.join("ca.crt"),
+        };
+        for path in [&files.cert, &files.key] {
+            if path.exists() {
+                return Err(CommandError::WriteOutput {
+                    path: path.display().to_string(),
+                    source: io::Error::from(io::ErrorKind::AlreadyExists),
+                });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|source| CommandError::WriteOutput {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(files)
+    }
+
+    fn write(
+        &self,
+        issued: &IssuedCertificate,
+        key_pem: &str,
+    ) -> Result<Vec<String>, CommandError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let write = |path: &Path, text: &str, mode: u32, new: bool| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).mode(mode);
+            if new {
+                options.create_new(true);
+            } else {
+                options.create(true).truncate(true);
+            }
+            options
+                .open(path)
+                .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+                .map_err(|source| CommandError::WriteOutput {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        write(&self.key, key_pem, 0o600, true)?;
+        write(&self.cert, &issued.cert_pem, 0o644, true)?;
+        write(&self.ca, &issued.ca_pem, 0o644, false)?;
+        Ok([&self.cert, &self.key, &self.ca]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect())
+    }
+}
+
+async fn version(globals: &Globals) -> Result<(), CommandError> {
+    let client_version = VersionInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        api: api::API_VERSION.to_owned(),
+    };
+    let server = async {
+        let config = globals.load()?;
+        let (client, trust) = member_client(globals, &config)?;
+        client
+            .call::<(), VersionInfo>("version", None)
+            .await
+            .map_err(request_error(&trust))
+    }
+    .await;
+    let report = match server {
+        Ok(server) => VersionReport {
+            client: client_version,
+            server: Some(server),
+            server_error: None,
+        },
+        Err(error) => VersionReport {
+            client: client_version,
+            server: None,
+            server_error: Some(failure::describe(&error).message),
+        },
+    };
+    print(globals.format, &report, output::version)
+}
+
+fn config_command(globals: &Globals, command: ConfigCommand) -> Result<(), CommandError> {
+    let mut config = globals.load()?;
+    match command {
+        ConfigCommand::Contexts => {
+            let report = ContextsReport {
+                current_context: config.current_context.as_ref().map(ToString::to_string),
+                contexts: config
+                    .contexts
+                    .iter()
+                    .map(|(name, c)| ContextSummary {
+                        name: name.to_string(),
+                        endpoints: c.endpoints.iter().map(ToString::to_string).collect(),
+                        cluster: c.cluster.clone(),
+                        user: c.user.clone(),
+                        role: c.role,
+                    })
+                    .collect(),
+            };
+            print(globals.format, &report, output::contexts)
+        }
+        ConfigCommand::UseContext { name } => {
+            config.use_context(&name).map_err(CommandError::Context)?;
+            globals.save(&config)?;
+            print(
+                globals.format,
+                &serde_json::json!({ "current_context": name.as_str() }),
+                |_| format!("switched to context {name}\n"),
+            )
+        }
+        ConfigCommand::RemoveContext { name } => {
+            config
+                .remove_context(&name)
+                .map_err(CommandError::Context)?;
+            globals.save(&config)?;
+            print(
+                globals.format,
+                &serde_json::json!({ "removed": name.as_str() }),
+                |_| format!("removed context {name}\n"),
+            )
+        }
+    }
+}
