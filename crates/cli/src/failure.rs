@@ -456,7 +456,10 @@ fn describe_tls(endpoint: &Endpoint, error: &rustls::Error, trust: &Trust) -> Fa
     let cert = |what: &str| auth(format!("the certificate of the node at {endpoint} {what}"));
     match error {
         rustls::Error::InvalidCertificate(problem) => match problem {
-            CertificateError::UnknownIssuer => match trust {
+            // Two clusters with the same name have CAs with the same
+            // subject, so a node of the other one fails the signature
+            // check rather than the issuer lookup.
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => match trust {
                 Trust::Member(context) => cert(&format!(
                     "is not signed by the cluster CA of context {context} (is this node in another cluster, or still in maintenance mode?)"
                 )),
@@ -473,7 +476,6 @@ fn describe_tls(endpoint: &Endpoint, error: &rustls::Error, trust: &Trust) -> Fa
                     "does not name this host; connect by a name or address the node's certificate lists",
                 )
             }
-            CertificateError::BadSignature => cert("has a bad signature"),
             CertificateError::Revoked => cert("is revoked"),
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 cert("is not a server certificate")
@@ -582,7 +584,10 @@ mod tests {
             ),
             (CertificateError::Expired, "has expired"),
             (CertificateError::NotValidForName, "does not name this host"),
-            (CertificateError::BadSignature, "has a bad signature"),
+            (
+                CertificateError::BadSignature,
+                "is not signed by the cluster CA of context lab",
+            ),
         ];
         for (problem, expected) in cases {
             let err = Outer(io::Error::new(
