@@ -139,9 +139,17 @@ pub enum ParseConfigError {
     /// The bytes are not UTF-8.
     #[error("the file is not UTF-8 text")]
     Utf8(#[source] std::str::Utf8Error),
-    /// TOML syntax, an unknown key, or a bad value.
-    #[error("{0}")]
-    Toml(#[source] toml::de::Error),
+    /// TOML syntax, an unknown key, or a bad value. toml's own `Display`
+    /// draws a multi-line excerpt; this one stays on one line.
+    #[error("line {line}, column {column}: {}", error.message())]
+    Toml {
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's error (boxed: it is large and errors travel far).
+        error: Box<toml::de::Error>,
+    },
     /// `current-context` names no context.
     #[error("current-context {0:?} names no context in the file")]
     UnknownCurrent(String),
@@ -158,7 +166,17 @@ impl CliConfig {
 
     /// Parses the file's text and checks the rules that span fields.
     pub fn parse(text: &str) -> Result<Self, ParseConfigError> {
-        let config: CliConfig = toml::from_str(text).map_err(ParseConfigError::Toml)?;
+        let config: CliConfig = toml::from_str(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            let before = text.get(..offset).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+            ParseConfigError::Toml {
+                line,
+                column,
+                error: Box::new(error),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -650,12 +668,18 @@ key-pem = "key"
     }
 
     #[test]
-    fn a_broken_file_names_itself_in_the_error() {
+    fn a_broken_file_is_named_and_the_problem_located_on_one_line() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("config.toml");
-        std::fs::write(&path, "current-context = 3").expect("write");
+        std::fs::write(&path, "\ncurrent-context = 3").expect("write");
         let err = load(&path).expect_err("broken");
         assert!(err.to_string().contains("config.toml"), "{err}");
+        let LoadConfigError::Parse { source, .. } = &err else {
+            panic!("not a parse error: {err}");
+        };
+        let text = source.to_string();
+        assert!(text.starts_with("line 2, column 19: "), "{text}");
+        assert!(!text.contains('\n'), "{text}");
     }
 
     fn arb_context() -> impl Strategy<Value = Context> {

@@ -221,9 +221,10 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 /// Describes a failed command.
 pub fn describe(error: &CommandError) -> Failure {
     match error {
-        CommandError::Usage(_) | CommandError::NoConfigPath | CommandError::Context(_) => {
+        CommandError::Usage(_) | CommandError::NoConfigPath => {
             Failure::new(Exit::Usage, chain(error))
         }
+        CommandError::Context(e) => Failure::new(Exit::Usage, e.to_string()),
         CommandError::LoadConfig(e) => Failure::new(Exit::Usage, chain(e)),
         CommandError::SaveConfig(_)
         | CommandError::Tls(_)
