@@ -42,6 +42,11 @@ struct NodeState {
     release_log: Notify,
     /// The query string the last logs request carried.
     logs_query: Mutex<Option<String>>,
+    /// Whether reboots are allowed (else they are refused as role_too_low).
+    allow_reboot: AtomicBool,
+    /// Node info calls since the last accepted reboot; the first one
+    /// answers 503 as a node still coming up would.
+    polls_since_reboot: Mutex<Option<u32>>,
 }
 
 /// Accepts TCP connections and completes the TLS handshake with the
@@ -175,6 +180,19 @@ async fn bootstrap(State(state): State<Arc<NodeState>>, body: Bytes) -> Response
 }
 
 async fn node_info(State(state): State<Arc<NodeState>>) -> Response {
+    let boot_id = {
+        let mut polls = state.polls_since_reboot.lock().expect("lock");
+        match polls.as_mut() {
+            None => "boot-1",
+            Some(n) => {
+                *n += 1;
+                if *n == 1 {
+                    return refuse(ErrorCode::Unavailable, "the node is starting");
+                }
+                "boot-2"
+            }
+        }
+    };
     json_response(
         StatusCode::OK,
         &NodeInfo {
@@ -183,7 +201,7 @@ async fn node_info(State(state): State<Arc<NodeState>>) -> Response {
             addresses: vec!["127.0.0.1/8".to_owned()],
             uptime_s: 42,
             kernel: "6.1.0-56-amd64".to_owned(),
-            boot_id: "boot-1".to_owned(),
+            boot_id: boot_id.to_owned(),
             boot: BootInfo {
                 firmware: "uefi".to_owned(),
                 entry: "cairn-0.1.0.conf".to_owned(),
@@ -210,10 +228,67 @@ async fn version() -> Response {
     )
 }
 
-async fn reboot() -> Response {
-    refuse(
-        ErrorCode::RoleTooLow,
-        "role reader is too low for node_reboot (needs operator)",
+async fn reboot(State(state): State<Arc<NodeState>>) -> Response {
+    if !state.allow_reboot.load(Ordering::SeqCst) {
+        return refuse(
+            ErrorCode::RoleTooLow,
+            "role reader is too low for node_reboot (needs operator)",
+        );
+    }
+    *state.polls_since_reboot.lock().expect("lock") = Some(0);
+    json_response(
+        StatusCode::ACCEPTED,
+        &api::types::PowerResponse {
+            action: "reboot".to_owned(),
+            boot_id: "boot-1".to_owned(),
+        },
+    )
+}
+
+async fn apply_config(body: Bytes) -> Response {
+    let request: api::types::ApplyConfigRequest =
+        serde_json::from_slice(&body).expect("apply request");
+    if request.toml.contains("bad") {
+        return refuse(
+            ErrorCode::InvalidConfig,
+            "node.hostname: \"bad name\" is not a valid host name",
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &api::types::ApplyConfigResponse {
+            applied: !request.dry_run,
+            dry_run: request.dry_run,
+            changed: vec!["node".to_owned()],
+        },
+    )
+}
+
+async fn issue_cert(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let request: api::types::IssueCertificateRequest =
+        serde_json::from_slice(&body).expect("issue request");
+    let csr =
+        CertificateSigningRequestDer::from_pem_slice(request.csr_pem.as_bytes()).expect("csr pem");
+    let role = match request.role {
+        api::Role::Reader => Role::Reader,
+        api::Role::Operator => Role::Operator,
+        api::Role::Admin => Role::Admin,
+    };
+    let ttl = Duration::from_secs(request.ttl_s);
+    let cert_pem = state
+        .ca
+        .sign_client_csr(&csr, &name(&request.name), role, ttl, SystemTime::now())
+        .expect("sign");
+    json_response(
+        StatusCode::OK,
+        &IssuedCertificate {
+            name: request.name,
+            role: request.role,
+            cert_pem,
+            ca_pem: state.ca.cert_pem().to_owned(),
+            ca_fingerprint: state.ca.fingerprint().to_string(),
+            not_after: Timestamp::from_system(SystemTime::now() + ttl),
+        },
     )
 }
 
@@ -272,6 +347,8 @@ impl FakeNode {
             maintenance_fingerprint,
             release_log: Notify::new(),
             logs_query: Mutex::new(None),
+            allow_reboot: AtomicBool::new(false),
+            polls_since_reboot: Mutex::new(None),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let server_state = state.clone();
@@ -290,6 +367,8 @@ impl FakeNode {
                     .route("/v1/version", get(version))
                     .route("/v1/node/reboot", post(reboot))
                     .route("/v1/node/logs", get(logs))
+                    .route("/v1/node/config", axum::routing::put(apply_config))
+                    .route("/v1/certs", post(issue_cert))
                     .with_state(server_state.clone());
                 let listener = TlsListener {
                     tcp,
@@ -560,4 +639,121 @@ fn a_node_of_another_cluster_is_refused_as_untrusted() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_the_key_and_exit_code_6() {
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    assert!(ws.init(&node).status.success());
+    let file = ws.dir.path().join("node.toml");
+    std::fs::write(&file, "[node]\nhostname = \"bad name\"\n").expect("write");
+    let file = file.to_str().expect("utf-8 path");
+    let out = ws.run(&["node", "config", "apply", "--dry-run", file]);
+    assert_eq!(out.status.code(), Some(6), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "cairn: the node refused the request: node.hostname: \"bad name\" is not a valid host name\n"
+    );
+
+    std::fs::write(
+        ws.dir.path().join("good.toml"),
+        "[node]\nhostname = \"n2\"\n",
+    )
+    .expect("write");
+    let good = ws.dir.path().join("good.toml");
+    let out = ws.run(&[
+        "node",
+        "config",
+        "apply",
+        "--dry-run",
+        good.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "the config is valid; applying it would change: node\n"
+    );
+
+    let out = ws.run(&["node", "config", "apply", "/nonexistent/node.toml"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(text(&out.stderr).starts_with("cairn: cannot read /nonexistent/node.toml: "));
+}
+
+#[test]
+fn reboot_wait_returns_once_the_node_answers_with_a_new_boot_id() {
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    assert!(ws.init(&node).status.success());
+    node.state.allow_reboot.store(true, Ordering::SeqCst);
+    let out = ws.run(&["node", "reboot", "--wait", "--timeout", "1m", "-o", "json"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["previous_boot_id"], "boot-1");
+    assert_eq!(report["boot_id"], "boot-2");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is rebooting; waiting up to 1m"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("node is down (the node refused the request: the node is starting)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("node is back after"), "{stderr}");
+}
+
+#[test]
+fn issued_certificates_become_a_new_context_or_private_files() {
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    assert!(ws.init(&node).status.success());
+
+    let out = ws.run(&[
+        "cert", "issue", "--role", "operator", "--ttl", "2h", "-o", "json",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["role"], "operator");
+    assert_eq!(report["context"], "cairn-operator");
+    let config = cli::config::load(&ws.config_path()).expect("config");
+    assert_eq!(
+        config.current_context.as_ref().map(|c| c.as_str()),
+        Some("cairn")
+    );
+    let context = &config.contexts[&"cairn-operator".parse().expect("name")];
+    assert_eq!(context.role, Some(api::Role::Operator));
+    assert_eq!(mode(&ws.config_path()), 0o600);
+
+    // The new credential works on its own.
+    let out = ws.run(&["node", "info", "--context", "cairn-operator"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("NAME "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let dir = ws.dir.path().join("creds");
+    let dir_arg = dir.to_str().expect("utf-8");
+    let out = ws.run(&["cert", "issue", "--name", "carol", "--out-dir", dir_arg]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(mode(&dir.join("carol.key")), 0o600);
+    let cert = std::fs::read_to_string(dir.join("carol.crt")).expect("cert");
+    let key = std::fs::read_to_string(dir.join("carol.key")).expect("key");
+    cluster::pki::check_pair(&cert, &key).expect("certificate is for the key");
+    assert!(dir.join("ca.crt").exists());
+    // A second issue would overwrite the key: refused before asking the node.
+    let out = ws.run(&["cert", "issue", "--name", "carol", "--out-dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("carol.crt"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = ws.run(&["config", "contexts", "-o", "json"]);
+    let contexts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(contexts["current_context"], "cairn");
+    assert_eq!(contexts["contexts"].as_array().expect("array").len(), 2);
 }
