@@ -621,8 +621,10 @@ fn http_get(path: &str) -> Option<(u16, String)> {
 fn cairnd_serves_health_and_exits_cleanly_on_sigterm() {
     in_fresh_netns(|| {
         ip("link set lo up");
+        let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cairnd"))
             .env("CAIRN_HEALTH_ADDR", "127.0.0.1:7480")
+            .env("CAIRN_STATE_DIR", state.path())
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
