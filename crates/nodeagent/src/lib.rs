@@ -32,6 +32,7 @@
 pub mod agent;
 pub mod config;
 pub mod health;
+pub mod journal;
 pub mod net;
 
 use std::io::IsTerminal;
