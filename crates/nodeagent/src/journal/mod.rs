@@ -22,7 +22,7 @@
 //!
 //! # Wiring (for `main` and the agent)
 //!
-//! ```ignore
+//! ```text
 //! let boot_id = BootId::from_proc(Path::new(BOOT_ID_PATH))?;
 //! let (journal, task) = Journal::open(JournalConfig::default(), boot_id)?;
 //! task.spawn()?;                                   // the writer thread
@@ -223,8 +223,8 @@ impl Default for JournalConfig {
 /// cairn-init's lines the `/dev/kmsg` sequence number it was copied from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalRecord {
-    /// Position in the boot, from 1, gap-free as written (pruning removes
-    /// from the front only).
+    /// Position in the boot: from 1, increasing in the order written, and
+    /// carried on when cairnd restarts within the boot.
     pub seq: u64,
     /// For cairn-init's lines: the kernel log record it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,7 +378,8 @@ impl Journal {
     /// Queues `entry` for the writer. Never blocks: when the queue is full
     /// the entry is dropped and counted, and the writer logs the count once
     /// it catches up.
-    pub fn append(&self, entry: LogEntry) {
+    pub fn append(&self, mut entry: LogEntry) {
+        entry.message = cap_message(entry.message);
         let command = Command::Append {
             entry,
             kmsg_seq: None,
@@ -411,7 +412,7 @@ impl Journal {
             boot_id: self.boot_id.as_str().to_owned(),
             source,
             level,
-            message: cap_message(message),
+            message,
         }
     }
 
@@ -427,7 +428,8 @@ impl Journal {
             .map_err(|_| JournalClosed)
     }
 
-    /// Waits until everything appended before the call is on disk.
+    /// Waits until everything appended before the call is written and
+    /// synced to the disk (call it at shutdown).
     pub async fn flush(&self) -> Result<(), JournalClosed> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -629,6 +631,11 @@ impl JournalTask {
                         tracing::error!("journal: entries lost: {}", crate::error_chain(&e));
                     }
                 }
+            }
+            if !flushes.is_empty()
+                && let Err(e) = self.log.sync()
+            {
+                tracing::warn!("journal: {}", crate::error_chain(&e));
             }
             for reply in flushes {
                 let _ = reply.send(());

@@ -609,15 +609,31 @@ impl BootLog {
         if pending.is_empty() {
             return Ok(());
         }
-        self.active
-            .write_all(pending)
-            .map_err(|source| BootLogWriteError::Write {
+        if let Err(source) = self.active.write_all(pending) {
+            // Part of the batch may have gone out; cut it off so the next
+            // write starts on a line of its own rather than gluing onto a
+            // fragment (and so losing a good line as well).
+            let _ = self.active.set_len(self.active_size);
+            pending.clear();
+            return Err(BootLogWriteError::Write {
                 path: self.boot.path.join(segment_name(self.active_index)),
                 source,
-            })?;
+            });
+        }
         self.active_size += pending.len() as u64;
         pending.clear();
         Ok(())
+    }
+
+    /// Forces what was written to the disk (for shutdown: an entry that is
+    /// only in the page cache is lost by a power cut).
+    pub fn sync(&self) -> Result<(), BootLogWriteError> {
+        self.active
+            .sync_data()
+            .map_err(|source| BootLogWriteError::Write {
+                path: self.boot.path.join(segment_name(self.active_index)),
+                source,
+            })
     }
 
     fn rotate(&mut self) -> Result<(), BootLogWriteError> {
