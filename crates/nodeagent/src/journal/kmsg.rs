@@ -323,8 +323,10 @@ pub enum InitReaderError {
 }
 
 /// Copies cairn-init's lines from `path` (normally [`KMSG_PATH`]) into the
-/// journal as they appear, starting after the last one an earlier cairnd
-/// of this boot copied. Runs until the journal closes or the device fails.
+/// journal as they appear, starting after the last one already written
+/// (by an earlier cairnd of this boot, or an earlier run of this reader:
+/// it is safe to restart after an error). Runs until the journal closes or
+/// the device fails.
 pub async fn run_init_reader(journal: Journal, path: PathBuf) -> Result<(), InitReaderError> {
     let file = open_nonblocking(&path).map_err(|source| InitReaderError::Open {
         path: path.clone(),
@@ -340,6 +342,9 @@ async fn copy_init_lines(journal: Journal, file: File, path: &Path) -> Result<()
         path: path.to_owned(),
         source,
     })?;
+    // Lines a previous run queued must be written before the position is
+    // read, or they would be copied again.
+    journal.flush().await.map_err(InitReaderError::Journal)?;
     let mut lines = InitLines::new(journal.init_kmsg_seq());
     let mut buf = vec![0u8; RECORD_BUFFER];
     loop {
@@ -605,7 +610,12 @@ mod tests {
         copy_init_lines(journal.clone(), fake_kmsg(&again), Path::new("fake"))
             .await
             .expect("copies");
+        // The reader restarted within the same cairnd.
+        copy_init_lines(journal.clone(), fake_kmsg(&again), Path::new("fake"))
+            .await
+            .expect("copies");
         journal.flush().await.expect("flushes");
+        assert_eq!(journal.init_kmsg_seq(), Some(6));
         let entries = journal.read(0, None).await.expect("reads");
         let init: Vec<&str> = entries
             .iter()

@@ -292,7 +292,7 @@ pub struct Journal {
     boot_id: BootId,
     root: PathBuf,
     boot_dir: PathBuf,
-    kmsg_seq: Option<u64>,
+    init_copied: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Command {
@@ -314,6 +314,7 @@ pub struct JournalTask {
     report: OpenReport,
     boot_id: BootId,
     batch: usize,
+    init_copied: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -337,6 +338,7 @@ impl Journal {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let (live, _) = broadcast::channel(config.follow_buffer.max(1));
         let dropped_pending = Arc::new(AtomicU64::new(0));
+        let init_copied = Arc::new(AtomicU64::new(encode_kmsg_seq(log.kmsg_seq())));
         let journal = Journal {
             commands: tx,
             live: live.clone(),
@@ -345,7 +347,7 @@ impl Journal {
             boot_id: boot_id.clone(),
             root: config.dir.clone(),
             boot_dir: log.boot().path.clone(),
-            kmsg_seq: log.kmsg_seq(),
+            init_copied: init_copied.clone(),
         };
         let task = JournalTask {
             log,
@@ -355,6 +357,7 @@ impl Journal {
             report,
             boot_id,
             batch: config.queue.clamp(1, 256),
+            init_copied,
         };
         Ok((journal, task))
     }
@@ -369,10 +372,10 @@ impl Journal {
         &self.boot_dir
     }
 
-    /// The last `/dev/kmsg` record copied in this boot when the journal
-    /// was opened (cairn-init's lines after it are still to be copied).
+    /// The last `/dev/kmsg` record of cairn-init's written to the journal
+    /// in this boot, by this cairnd or an earlier one.
     pub fn init_kmsg_seq(&self) -> Option<u64> {
-        self.kmsg_seq
+        self.init_copied.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Queues `entry` for the writer. Never blocks: when the queue is full
@@ -512,6 +515,12 @@ fn read_boot_records(
     store::read_boot(&path, tail).map_err(JournalReadError::Segments)
 }
 
+/// `None` as 0, `Some(seq)` as `seq + 1`, for an atomic. The kernel's
+/// sequence numbers start at 0 and would take millennia to reach `u64::MAX`.
+fn encode_kmsg_seq(seq: Option<u64>) -> u64 {
+    seq.map_or(0, |s| s.saturating_add(1))
+}
+
 /// Cuts a message to [`MAX_MESSAGE_BYTES`] at a character boundary.
 fn cap_message(mut message: String) -> String {
     if message.len() <= MAX_MESSAGE_BYTES {
@@ -614,6 +623,8 @@ impl JournalTask {
             }
             match self.log.append(entries) {
                 Ok(records) => {
+                    self.init_copied
+                        .store(encode_kmsg_seq(self.log.kmsg_seq()), Ordering::Release);
                     if failing {
                         failing = false;
                         tracing::info!("journal: writing again");
