@@ -5,7 +5,10 @@
 //! hands it to [`Journal::append`], which never blocks, so logging from
 //! any task, or from the journal's own writer, cannot stall. Filtering is
 //! the subscriber's business: put the layer under the same `EnvFilter` as
-//! the console, and the journal holds what the console shows.
+//! the console, and the journal holds what the console shows. (A filter
+//! given only to the fmt layer would leave this one seeing every debug
+//! line of every dependency.) Span context is not rendered: cairnd logs
+//! flat events with fields.
 
 use std::fmt::{self, Write};
 
