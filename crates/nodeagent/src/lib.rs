@@ -33,6 +33,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod config;
 pub mod health;
+pub mod journal;
 pub mod net;
 
 use std::io::IsTerminal;
