@@ -28,6 +28,7 @@ use crate::config::source::{ConfigLoadError, Discovered, FetchPolicy, HttpUrl, d
 use crate::config::{ActiveConfig, ConfigOrigin, ConfigPaths, ConfigReport, parse};
 use crate::error_chain;
 use crate::health::{self, HealthState, Liveness};
+use crate::journal::{self, Journal};
 use crate::net::netlink::NetlinkError;
 use crate::net::{NetworkHandle, NetworkOptions, NetworkStatus};
 
@@ -66,6 +67,10 @@ pub struct AgentOptions {
     pub fetch_policy: FetchPolicy,
     /// The API server.
     pub api: ApiOptions,
+    /// The system log's directory.
+    pub logs_dir: PathBuf,
+    /// The system log, when it could be opened.
+    pub journal: Option<Journal>,
 }
 
 impl ApiOptions {
@@ -95,6 +100,8 @@ impl Default for AgentOptions {
             proc_root: health::metrics::default_proc_root(),
             fetch_policy: FetchPolicy::default(),
             api: ApiOptions::under(Path::new(STATE_DIR)),
+            logs_dir: PathBuf::from(journal::DEFAULT_DIR),
+            journal: None,
         }
     }
 }
@@ -121,6 +128,7 @@ impl AgentOptions {
             let dir = PathBuf::from(dir);
             options.config_paths.applied = dir.join("config.toml");
             options.api = ApiOptions::under(&dir);
+            options.logs_dir = dir.join("logs");
         }
         if let Some(a) = addr(ENV_API_ADDR)? {
             options.api.addr = a;
@@ -287,6 +295,7 @@ async fn run_api(
     network: NetworkHandle,
     active: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
+    journal: Option<Journal>,
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
@@ -296,8 +305,9 @@ async fn run_api(
         () = &mut stop => return,
     }
     let addr = options.addr;
-    let loading =
-        tokio::task::spawn_blocking(move || ServerState::load(options, network, active, report));
+    let loading = tokio::task::spawn_blocking(move || {
+        ServerState::load(options, network, active, report, journal)
+    });
     let state = tokio::select! {
         loaded = loading => match loaded {
             Ok(Ok(state)) => Arc::new(state),
@@ -431,12 +441,25 @@ pub async fn run_until(
         ))
     });
 
+    let init_lines = options.journal.clone().map(|journal| {
+        let kmsg = options.api.kmsg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = journal::kmsg::run_init_reader(journal, kmsg).await {
+                tracing::warn!(
+                    "cairn-init's lines will not reach the journal: {}",
+                    error_chain(&e)
+                );
+            }
+        })
+    });
+
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api = tokio::spawn(run_api(
         options.api.clone(),
         network.clone(),
         active_tx.clone(),
         report_tx.clone(),
+        options.journal.clone(),
         async move {
             let _ = api_stopped.await;
         },
@@ -470,6 +493,9 @@ pub async fn run_until(
     if let Some(fetcher) = fetcher {
         fetcher.abort();
     }
+    if let Some(reader) = init_lines {
+        reader.abort();
+    }
     let _ = stop_api.send(());
     let _ = stop_server.send(());
     if tokio::time::timeout(NETWORK_SHUTDOWN_TIMEOUT, network.shutdown())
@@ -492,6 +518,13 @@ pub async fn run_until(
         tracing::warn!("api server shutdown timed out");
     }
     tracing::info!("cairnd stopped");
+    if let Some(journal) = &options.journal
+        && tokio::time::timeout(SERVER_SHUTDOWN_TIMEOUT, journal.flush())
+            .await
+            .is_err()
+    {
+        eprintln!("cairnd: the journal did not flush in time");
+    }
     outcome
 }
 

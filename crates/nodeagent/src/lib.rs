@@ -1,9 +1,9 @@
 //! `cairnd`, the Cairn node agent.
 //!
-//! Today the agent does what a freshly booted node needs before it can be
-//! part of anything: it finds its machine config, brings the network up,
-//! and answers health probes. Later it grows the mTLS API, Raft, the
-//! container runtime and time sync on the same skeleton.
+//! The agent finds its machine config, brings the network up, answers
+//! health probes, keeps the system log, and serves the node API through
+//! which an operator bootstraps a cluster and manages the node. Later it
+//! grows Raft, the container runtime and time sync on the same skeleton.
 //!
 //! # Moving parts
 //!
@@ -21,6 +21,11 @@
 //!   all link state and is reached through [`net::NetworkHandle`].
 //! - [`health`]: the read-only HTTP port (`/healthz`, `/readyz`,
 //!   `/metrics`).
+//! - [`apiserver`]: the node API on `:7443` (HTTPS, mutual TLS once the
+//!   node is a cluster member, maintenance mode before), built from the
+//!   `api` crate's route table.
+//! - [`journal`]: the system log on STATE (cairn-init's and cairnd's
+//!   lines, per boot, rotated and capped) and the kernel log reader.
 //! - [`agent`]: start-up order, the main loop and graceful shutdown.
 //!
 //! The binary (`src/main.rs`) only sets up logging, builds a
@@ -77,9 +82,39 @@ pub fn use_ansi(is_terminal: bool, term: Option<&str>, no_color: bool) -> bool {
     is_terminal && !no_color && term.is_some_and(|t| !t.is_empty() && t != "dumb")
 }
 
+/// Opens the system log in `dir` and starts its writer thread. A node
+/// whose STATE is unusable still runs, without a persisted log: the reason
+/// goes to the console (logging is not set up yet when this runs).
+pub fn open_journal(dir: &std::path::Path) -> Option<journal::Journal> {
+    let opened = journal::BootId::from_proc(std::path::Path::new(journal::BOOT_ID_PATH))
+        .map_err(|e| error_chain(&e))
+        .and_then(|boot| {
+            let config = journal::JournalConfig {
+                dir: dir.to_owned(),
+                ..journal::JournalConfig::default()
+            };
+            journal::Journal::open(config, boot).map_err(|e| error_chain(&e))
+        })
+        .and_then(|(journal, task)| {
+            task.spawn()
+                .map(|_| journal)
+                .map_err(|e| format!("cannot start the journal writer: {e}"))
+        });
+    match opened {
+        Ok(journal) => Some(journal),
+        Err(e) => {
+            eprintln!("cairnd: ERROR: no persisted system log this boot: {e}");
+            None
+        }
+    }
+}
+
 /// Sends tracing events (and `log` records from dependencies) to stderr,
-/// which cairn-init connects to the console.
-pub fn init_logging() {
+/// which cairn-init connects to the console, and to the journal when there
+/// is one. The filter applies to both.
+pub fn init_logging(journal: Option<journal::Journal>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let spec = log_filter_spec(std::env::var(ENV_LOG).ok(), &cmdline);
     let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
@@ -91,10 +126,13 @@ pub fn init_logging() {
         std::env::var("TERM").ok().as_deref(),
         std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     );
-    let result = tracing_subscriber::fmt()
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(console)
+        .with(journal.map(journal::layer::JournalLayer::new))
         .try_init();
     if let Err(e) = result {
         eprintln!("cairnd: logging already initialised: {e}");

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 fn run() -> anyhow::Result<()> {
-    nodeagent::init_logging();
-    let options = nodeagent::agent::AgentOptions::from_env()?;
+    let mut options = nodeagent::agent::AgentOptions::from_env()?;
+    options.journal = nodeagent::open_journal(&options.logs_dir);
+    nodeagent::init_logging(options.journal.clone());
     // One thread is plenty for a handful of sockets and timers, and keeps
     // the resident set small; blocking work (config reads, /proc) goes to
     // a few on-demand blocking threads.

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, IssuedCertificate, MachineConfigDocument, NodeInfo,
+    ApplyConfigResponse, BootstrapResponse, IssuedCertificate, KernelLog, LogEntry, LogLevel,
+    LogSource, MachineConfigDocument, NodeInfo,
 };
 use api::{ApiError, ErrorCode};
 use cluster::pki::{self, IssuedCert, SubjectName};
@@ -33,6 +34,7 @@ use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
 use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::ConfigPaths;
+use nodeagent::journal::Journal;
 use nodeagent::net::NetworkOptions;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -75,7 +77,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn agent_options(dir: &Path) -> AgentOptions {
+fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
     std::fs::create_dir_all(dir.join("sys")).unwrap();
     std::fs::write(dir.join("cmdline"), "quiet\n").unwrap();
     let state = dir.join("state");
@@ -98,6 +100,7 @@ fn agent_options(dir: &Path) -> AgentOptions {
             network_wait: Duration::ZERO,
             ..ApiOptions::under(&state)
         },
+        journal: Some(journal.clone()),
         ..AgentOptions::default()
     }
 }
@@ -278,6 +281,30 @@ impl Client {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// Opens a streaming GET and returns the body to read frames from.
+    async fn stream(&self, path: &str) -> hyper::body::Incoming {
+        let tcp = tokio::net::TcpStream::connect(API).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .uri(path)
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], api::NDJSON);
+        response.into_body()
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
@@ -366,11 +393,12 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
         )
         .unwrap();
         let init = FakeInit::default();
+        let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
         runtime().block_on(async {
             tokio::spawn(serve_fake_init(dir.path().join("init.sock"), init.clone()));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path()),
+                agent_options(dir.path(), &journal),
                 async move {
                     let _ = stopped.await;
                 },
@@ -568,6 +596,40 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 .await;
             assert!(error_of(status, &text).message.contains("ttl_s"), "{text}");
 
+            // Logs: what is written comes back, and a follower sees new
+            // entries as they are written.
+            journal.log(LogSource::Init, LogLevel::Info, "first line from init");
+            journal.flush().await.unwrap();
+            let (status, text) = reader.call("GET", "/v1/node/logs", None).await;
+            assert_eq!(status, 200, "{text}");
+            let entries: Vec<LogEntry> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert!(
+                entries.iter().any(|e| e.message == "first line from init" && e.source == LogSource::Init),
+                "{text}"
+            );
+            let (status, text) = reader.call("GET", "/v1/node/logs?boot=-5", None).await;
+            assert!(error_of(status, &text).message.contains("not kept"), "{text}");
+            let mut follow = reader.stream("/v1/node/logs?follow=true&tail=1").await;
+            journal.log(LogSource::Cairnd, LogLevel::Warn, "second line, live");
+            let mut seen = String::new();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !seen.contains("second line, live") {
+                    let frame = follow.frame().await.unwrap().unwrap();
+                    if let Ok(data) = frame.into_data() {
+                        seen.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the follower never saw the new line: {seen}"));
+            assert!(seen.contains("first line from init"), "tail=1 starts with history: {seen}");
+            drop(follow);
+            let dmesg: KernelLog = reader.json("GET", "/v1/node/dmesg", None).await;
+            assert!(!dmesg.entries.is_empty());
+
             // The walk asked for a reboot and a power-off as operator and
             // admin; each reached init.
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -580,7 +642,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
             // A restarted agent is still the same cluster member.
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path()),
+                agent_options(dir.path(), &journal),
                 async move {
                     let _ = stopped.await;
                 },

@@ -7,11 +7,12 @@ use std::time::{Duration, SystemTime};
 use api::types::{
     ApplyConfigRequest, ApplyConfigResponse, BootInfo, BootstrapRequest, BootstrapResponse,
     CertificateInfo, ClusterInfo, IssueCertificateRequest, IssuedCertificate, JoinRequest,
-    LogQuery, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    KernelLog, LogQuery, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
 };
 use api::{ErrorCode, Route, Timestamp};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json};
 use cluster::pki::store::PkiStore;
@@ -140,12 +141,24 @@ async fn node_info(State(state): Shared) -> Json<NodeInfo> {
     })
 }
 
-async fn node_logs(QueryParams(_query): QueryParams<LogQuery>) -> Failure {
-    Failure::new(ErrorCode::Unavailable, "JOURNAL-PENDING")
+async fn node_logs(State(state): Shared, QueryParams(query): QueryParams<LogQuery>) -> Response {
+    let Some(journal) = state.journal.clone() else {
+        return Failure::new(
+            ErrorCode::Unavailable,
+            "the system log is not available: the journal could not be opened at start (see the console)",
+        )
+        .into_response();
+    };
+    super::logs::respond(journal, query).await
 }
 
-async fn node_dmesg() -> Failure {
-    Failure::new(ErrorCode::Unavailable, "JOURNAL-PENDING")
+async fn node_dmesg(State(state): Shared) -> Result<Json<KernelLog>, Failure> {
+    let path = state.options.kmsg.clone();
+    let entries = tokio::task::spawn_blocking(move || crate::journal::kmsg::read_kernel_log(&path))
+        .await
+        .map_err(|e| Failure::internal("reading the kernel log", &e))?
+        .map_err(|e| Failure::internal("reading the kernel log", &e))?;
+    Ok(Json(KernelLog { entries }))
 }
 
 async fn node_network(State(state): Shared) -> Json<NetworkState> {

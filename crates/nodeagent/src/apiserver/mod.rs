@@ -31,6 +31,7 @@ pub mod maintenance;
 
 mod handlers;
 mod initbus;
+mod logs;
 mod system;
 
 use std::convert::Infallible;
@@ -61,6 +62,7 @@ use self::identity::TlsSetupError;
 use self::maintenance::GuessLimiter;
 use crate::config::{ActiveConfig, ConfigReport, SetupToken};
 use crate::error_chain;
+use crate::journal::Journal;
 use crate::net::NetworkHandle;
 
 /// How long a TLS handshake may take.
@@ -138,6 +140,7 @@ pub struct ServerState {
     network: NetworkHandle,
     config: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
+    journal: Option<Journal>,
     /// One bootstrap, renewal or config apply at a time.
     changes: tokio::sync::Mutex<()>,
 }
@@ -186,6 +189,7 @@ impl ServerState {
         network: NetworkHandle,
         config: watch::Sender<ActiveConfig>,
         report: watch::Sender<ConfigReport>,
+        journal: Option<Journal>,
     ) -> Result<Self, StartError> {
         let store = PkiStore::new(&options.pki_dir);
         let mode = match store.load_ca() {
@@ -229,6 +233,7 @@ impl ServerState {
             network,
             config,
             report,
+            journal,
             changes: tokio::sync::Mutex::new(()),
         })
     }
