@@ -427,15 +427,27 @@ pub enum SaveConfigError {
 /// Checks beforehand that [`save`] can create the directory and write in
 /// it, so a command that is about to receive a credential it cannot fetch
 /// twice (cluster init) fails before it asks.
+///
+/// It creates nothing that outlives it: the probe file goes into the
+/// nearest directory that exists already, and is removed at once.
 pub fn check_writable(path: &Path) -> Result<(), SaveConfigError> {
     let dir = parent_dir(path)?;
-    create_private_dir(dir)?;
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.is_dir())
+        .map_or(Path::new("."), |d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        });
     tempfile::Builder::new()
-        .prefix(".config.toml.probe")
-        .tempfile_in(dir)
+        .prefix(".cairn-config-probe")
+        .tempfile_in(existing)
         .map(drop)
         .map_err(|source| SaveConfigError::Write {
-            path: dir.to_owned(),
+            path: existing.to_owned(),
             source,
         })
 }
@@ -655,6 +667,10 @@ key-pem = "key"
             .add_context(name("a"), context("10.0.0.1"), true)
             .expect("add");
         check_writable(&path).expect("writable");
+        assert!(
+            !tmp.path().join("nested").exists(),
+            "the check creates nothing"
+        );
         save(&path, &config).expect("save");
         let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);

@@ -277,7 +277,13 @@ pub fn describe_refusal(
     } else {
         said.to_owned()
     };
-    let mut message = format!("the node refused the request: {said}");
+    let mut message = match error.code {
+        // The node accepted the request and then failed at it.
+        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::Timeout => {
+            format!("the node failed to carry out {operation}: {said}")
+        }
+        _ => format!("the node refused the request: {said}"),
+    };
     let hint = match error.code {
         ErrorCode::ClientCertificateRequired => Some(
             "this client sent no certificate; check the context's cert-pem and key-pem".to_owned(),
@@ -660,11 +666,19 @@ mod tests {
             failure.message
         );
 
-        let empty = ApiError::new(ErrorCode::Internal, "");
+        let empty = ApiError::new(ErrorCode::BadRequest, "");
         let failure = describe_refusal("node_info", &empty, None, &member());
         assert_eq!(
             failure.message,
-            "the node refused the request: node_info failed (internal)"
+            "the node refused the request: node_info failed (bad_request)"
+        );
+
+        let init = ApiError::new(ErrorCode::Unavailable, "cannot reach cairn-init");
+        let failure = describe_refusal("node_reboot", &init, None, &member());
+        assert_eq!(failure.exit, Exit::Failure);
+        assert_eq!(
+            failure.message,
+            "the node failed to carry out node_reboot: cannot reach cairn-init"
         );
     }
 
