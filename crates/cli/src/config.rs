@@ -374,6 +374,21 @@ pub enum LoadConfigError {
     },
 }
 
+/// Whether a file mode keeps the file to its owner. The config file holds
+/// private keys, so anything else deserves a warning, as ssh gives for its
+/// keys.
+pub fn is_private_mode(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
+/// The permission bits of the config file when others may read or write
+/// it; `None` when it is private or cannot be inspected.
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (!is_private_mode(mode)).then_some(mode)
+}
+
 /// Reads the config file; a file that does not exist reads as empty.
 pub fn load(path: &Path) -> Result<CliConfig, LoadConfigError> {
     match std::fs::read(path) {
@@ -633,6 +648,21 @@ key-pem = "key"
             config.contexts[&name("a")].endpoints[0].to_string(),
             "10.0.0.1:7443"
         );
+    }
+
+    #[test]
+    fn only_owner_only_modes_count_as_private() {
+        assert!(is_private_mode(0o600));
+        assert!(is_private_mode(0o400));
+        assert!(!is_private_mode(0o640));
+        assert!(!is_private_mode(0o604));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("config.toml");
+        save(&path, &CliConfig::default()).expect("save");
+        assert_eq!(exposed_mode(&path), None);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(exposed_mode(&path), Some(0o644));
     }
 
     #[test]

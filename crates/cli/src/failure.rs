@@ -282,7 +282,19 @@ pub fn describe_refusal(
         ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::Timeout => {
             format!("the node failed to carry out {operation}: {said}")
         }
-        _ => format!("the node refused the request: {said}"),
+        ErrorCode::ClientCertificateRequired
+        | ErrorCode::InvalidClientCertificate
+        | ErrorCode::RoleTooLow
+        | ErrorCode::MaintenanceMode
+        | ErrorCode::InvalidSetupToken
+        | ErrorCode::RateLimited
+        | ErrorCode::AlreadyMember
+        | ErrorCode::JoinUnavailable
+        | ErrorCode::BadRequest
+        | ErrorCode::InvalidConfig
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::NotFound
+        | ErrorCode::MethodNotAllowed => format!("the node refused the request: {said}"),
     };
     let hint = match error.code {
         ErrorCode::ClientCertificateRequired => Some(
@@ -416,7 +428,7 @@ pub fn describe_transport(
         Some(Found::Mismatch(mismatch)) => Failure::new(
             Exit::Authentication,
             format!(
-                "{mismatch}; refusing to talk to {endpoint} (check the fingerprint on the node's console)"
+                "{mismatch}; refusing to talk to {endpoint} (check the fingerprint on the node's console; a node that already belongs to a cluster no longer presents its maintenance certificate)"
             ),
         ),
         Some(Found::Tls(tls)) => describe_tls(endpoint, tls, trust),

@@ -49,7 +49,15 @@ impl Globals {
     }
 
     fn load(&self) -> Result<CliConfig, CommandError> {
-        config::load(self.config_path()?).map_err(CommandError::LoadConfig)
+        let path = self.config_path()?;
+        let config = config::load(path).map_err(CommandError::LoadConfig)?;
+        if let Some(mode) = config::exposed_mode(path) {
+            eprintln!(
+                "warning: {} holds private keys but other users may access it (mode {mode:03o}); run chmod 600 on it",
+                path.display()
+            );
+        }
+        Ok(config)
     }
 
     fn save(&self, config: &CliConfig) -> Result<(), CommandError> {
