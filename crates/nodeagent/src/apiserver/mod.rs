@@ -687,3 +687,100 @@ async fn serve_connection(
         tracing::debug!(%peer, "api connection ended: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::types::{
+        ApplyConfigRequest, BootstrapRequest, IssueCertificateRequest, JoinRequest, LogQuery,
+    };
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Any JSON value, nested a little.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,12}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object with the request's own keys, each holding any value.
+    fn shaped(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        proptest::collection::vec(any_json(), keys.len()).prop_map(move |values| {
+            Value::Object(keys.iter().map(|k| (*k).to_owned()).zip(values).collect())
+        })
+    }
+
+    fn refused_cleanly<T: DeserializeOwned>(bytes: &[u8]) {
+        if let Err(failure) = parse_body::<T>(bytes) {
+            assert_eq!(failure.error.code, ErrorCode::BadRequest);
+            assert!(failure.error.message.starts_with("invalid request body"));
+        }
+    }
+
+    #[test]
+    fn a_bad_field_is_named_in_the_refusal() {
+        let failure = parse_body::<IssueCertificateRequest>(
+            json!({"name": "a", "role": "root", "ttl_s": 1, "csr_pem": ""})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            failure.error.message.contains("at role"),
+            "{}",
+            failure.error.message
+        );
+        let trailing = parse_body::<LogQuery>(b"{} {}").unwrap_err();
+        assert_eq!(trailing.error.code, ErrorCode::BadRequest);
+    }
+
+    proptest! {
+        #[test]
+        fn request_body_parsers_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            refused_cleanly::<BootstrapRequest>(&bytes);
+            refused_cleanly::<JoinRequest>(&bytes);
+            refused_cleanly::<ApplyConfigRequest>(&bytes);
+            refused_cleanly::<IssueCertificateRequest>(&bytes);
+        }
+
+        #[test]
+        fn request_body_parsers_never_panic_on_json(value in any_json()) {
+            let bytes = value.to_string().into_bytes();
+            refused_cleanly::<BootstrapRequest>(&bytes);
+            refused_cleanly::<JoinRequest>(&bytes);
+            refused_cleanly::<ApplyConfigRequest>(&bytes);
+            refused_cleanly::<IssueCertificateRequest>(&bytes);
+        }
+
+        #[test]
+        fn request_body_parsers_never_panic_on_request_shaped_json(
+            bootstrap in shaped(&["setup_token", "cluster_name", "admin_name", "admin_csr_pem"]),
+            join in shaped(&["setup_token", "cluster", "token", "ca_hash"]),
+            apply in shaped(&["toml", "dry_run"]),
+            issue in shaped(&["name", "role", "ttl_s", "csr_pem"]),
+        ) {
+            refused_cleanly::<BootstrapRequest>(bootstrap.to_string().as_bytes());
+            refused_cleanly::<JoinRequest>(join.to_string().as_bytes());
+            refused_cleanly::<ApplyConfigRequest>(apply.to_string().as_bytes());
+            refused_cleanly::<IssueCertificateRequest>(issue.to_string().as_bytes());
+        }
+
+        #[test]
+        fn the_log_query_parser_never_panics(query in "[a-z=&%0-9-]{0,60}") {
+            let uri: axum::http::Uri = format!("/v1/node/logs?{query}").parse().unwrap_or_default();
+            let _ = axum::extract::Query::<LogQuery>::try_from_uri(&uri);
+        }
+    }
+}
