@@ -134,6 +134,19 @@ pub enum CommandError {
     /// The config file cannot be written.
     #[error("cannot save the CLI config")]
     SaveConfig(#[source] SaveConfigError),
+    /// The config file cannot be written, but a credential that cannot be
+    /// fetched again was saved to another file.
+    #[error(
+        "cannot save the CLI config, so the new credential was saved to {} (mode 0600): move it into place or pass it with --config",
+        rescue.display()
+    )]
+    SaveConfigRescued {
+        /// Where the whole config, with the new context, went.
+        rescue: std::path::PathBuf,
+        /// Why the real file could not be written.
+        #[source]
+        source: SaveConfigError,
+    },
     /// No context can be used.
     #[error("cannot pick a context")]
     Context(#[source] ContextError),
@@ -227,6 +240,7 @@ pub fn describe(error: &CommandError) -> Failure {
         CommandError::Context(e) => Failure::new(Exit::Usage, e.to_string()),
         CommandError::LoadConfig(e) => Failure::new(Exit::Usage, chain(e)),
         CommandError::SaveConfig(_)
+        | CommandError::SaveConfigRescued { .. }
         | CommandError::Tls(_)
         | CommandError::Client(_)
         | CommandError::Csr(_)

@@ -120,6 +120,12 @@ fn member_client(
     let target = config
         .resolve(globals.context.as_ref(), globals.endpoint.as_ref())
         .map_err(CommandError::Context)?;
+    client_for(target)
+}
+
+/// A client for a resolved target, verifying the node against its
+/// context's CA and presenting its credential.
+fn client_for(target: config::Target<'_>) -> Result<(NodeClient, Trust), CommandError> {
     let tls =
         crate::tls::member_config(target.context).map_err(|source| CommandError::Credential {
             context: target.name.clone(),
@@ -194,7 +200,19 @@ async fn cluster_init(globals: &Globals, args: InitArgs) -> Result<(), CommandEr
     config
         .add_context(context_name.clone(), context, true)
         .map_err(CommandError::Context)?;
-    globals.save(&config)?;
+    if let Err(source) = config::save(globals.config_path()?, &config) {
+        // The node will not hand out this credential again: keep it
+        // somewhere private rather than lose it.
+        let rescue = std::env::temp_dir().join(format!(
+            "cairn-config-{}-{}.toml",
+            context_name,
+            std::process::id()
+        ));
+        return Err(match config::save(&rescue, &config) {
+            Ok(()) => CommandError::SaveConfigRescued { rescue, source },
+            Err(_) => CommandError::SaveConfig(source),
+        });
+    }
     print(globals.format, &response, |r| {
         output::bootstrap(r, context_name.as_str())
     })
@@ -406,11 +424,11 @@ async fn cert_issue(globals: &Globals, args: IssueArgs) -> Result<(), CommandErr
     let name_text = args.name.clone().unwrap_or_else(|| args.role.to_string());
     let holder = SubjectName::try_from(name_text.as_str())
         .map_err(|e| CommandError::Usage(format!("--name: {e}")))?;
-    let (client, trust) = member_client(globals, &config)?;
     let target = config
         .resolve(globals.context.as_ref(), globals.endpoint.as_ref())
         .map_err(CommandError::Context)?;
     let (base_name, base) = (target.name.clone(), target.context.clone());
+    let (client, trust) = client_for(target)?;
 
     // Decide where the credential goes, and that it can go there, before
     // the CA signs anything.
