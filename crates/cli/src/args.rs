@@ -204,8 +204,8 @@ pub enum CertCommand {
 #[derive(Debug, Args)]
 pub struct IssueArgs {
     /// The role to grant.
-    #[arg(long, default_value_t = api::Role::Reader)]
-    pub role: api::Role,
+    #[arg(long, value_enum, default_value_t = RoleArg::Reader)]
+    pub role: RoleArg,
 
     /// How long the certificate is valid (90s, 30m, 24h, 7d, 1h30m).
     #[arg(long, value_name = "DURATION", default_value = "24h")]
@@ -224,6 +224,27 @@ pub struct IssueArgs {
     /// instead of adding a context.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+/// A role on the command line (listed in `--help` and completions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Read-only.
+    Reader,
+    /// Config, reboot, shutdown.
+    Operator,
+    /// Everything, including issuing credentials.
+    Admin,
+}
+
+impl From<RoleArg> for api::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Reader => api::Role::Reader,
+            RoleArg::Operator => api::Role::Operator,
+            RoleArg::Admin => api::Role::Admin,
+        }
+    }
 }
 
 /// `cairn config ...`.
@@ -292,7 +313,7 @@ mod tests {
             panic!("not cert issue");
         };
         assert_eq!(
-            (issue.role, issue.ttl.as_secs()),
+            (api::Role::from(issue.role), issue.ttl.as_secs()),
             (api::Role::Operator, 86_400)
         );
     }

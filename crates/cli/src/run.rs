@@ -421,7 +421,8 @@ async fn reboot(
 
 async fn cert_issue(globals: &Globals, args: IssueArgs) -> Result<(), CommandError> {
     let mut config = globals.load()?;
-    let name_text = args.name.clone().unwrap_or_else(|| args.role.to_string());
+    let role = api::Role::from(args.role);
+    let name_text = args.name.clone().unwrap_or_else(|| role.to_string());
     let holder = SubjectName::try_from(name_text.as_str())
         .map_err(|e| CommandError::Usage(format!("--name: {e}")))?;
     let target = config
@@ -456,7 +457,7 @@ async fn cert_issue(globals: &Globals, args: IssueArgs) -> Result<(), CommandErr
     let csr = cluster::pki::client_csr(&holder).map_err(CommandError::Csr)?;
     let request = IssueCertificateRequest {
         name: holder.to_string(),
-        role: args.role,
+        role,
         ttl_s: args.ttl.as_secs(),
         csr_pem: csr.csr_pem.clone(),
     };
