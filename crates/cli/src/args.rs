@@ -216,11 +216,11 @@ pub struct IssueArgs {
     pub name: Option<String>,
 
     /// Store it as this new context (same endpoints and CA as the context
-    /// used) [default: <context>-<name>].
+    /// used) [default: CONTEXT-NAME].
     #[arg(long, value_name = "NAME", conflicts_with = "out_dir")]
     pub add_context: Option<ContextName>,
 
-    /// Write <name>.crt, <name>.key (mode 0600) and ca.crt into DIR
+    /// Write NAME.crt, NAME.key (mode 0600) and ca.crt into DIR
     /// instead of adding a context.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
