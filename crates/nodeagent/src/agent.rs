@@ -305,6 +305,7 @@ async fn run_api(
         () = &mut stop => return,
     }
     let addr = options.addr;
+    let mut config_changes = active.subscribe();
     let loading = tokio::task::spawn_blocking(move || {
         ServerState::load(options, network, active, report, journal)
     });
@@ -341,9 +342,27 @@ async fn run_api(
             }
         }
     };
+    // A config fetched or applied later may carry another setup token:
+    // the console must show the one in force.
+    let reannounce = {
+        let state = Arc::clone(&state);
+        async move {
+            let mut shown = state.setup_token();
+            while config_changes.changed().await.is_ok() {
+                let now = state.setup_token();
+                if now != shown {
+                    state.announce();
+                    shown = now;
+                }
+            }
+            // The config channel closes only at shutdown; keep serving.
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         () = apiserver::serve(listener, state, &mut stop) => {}
         () = renewals => {}
+        () = reannounce => {}
     }
 }
 

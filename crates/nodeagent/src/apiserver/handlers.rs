@@ -103,10 +103,15 @@ fn boot_info(status: Option<std::collections::HashMap<String, String>>) -> BootI
 }
 
 async fn node_info(State(state): Shared) -> Json<NodeInfo> {
-    let boot = match InitBus::connect(&state.options.init_socket).await {
-        Ok(bus) => bus.boot_status().await.ok(),
-        Err(_) => None,
-    };
+    let boot = state
+        .boot_status
+        .get_or_try_init(|| async {
+            let bus = InitBus::connect(&state.options.init_socket).await?;
+            bus.boot_status().await
+        })
+        .await
+        .ok()
+        .cloned();
     let (cluster, certificates) = state.read_mode(|mode| match mode {
         Mode::Member(m) => {
             let ca = certificate_info("cluster-ca", m.ca.cert_pem());

@@ -141,6 +141,8 @@ pub struct ServerState {
     config: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
     journal: Option<Journal>,
+    /// What the boot loader said; it does not change within a boot.
+    boot_status: tokio::sync::OnceCell<std::collections::HashMap<String, String>>,
     /// One bootstrap, renewal or config apply at a time.
     changes: tokio::sync::Mutex<()>,
 }
@@ -157,9 +159,18 @@ pub enum StartError {
         #[source]
         source: cluster::pki::store::LoadError,
     },
-    /// The maintenance certificate could not be made.
-    #[error("cannot create the maintenance-mode certificate")]
+    /// A certificate could not be made.
+    #[error("cannot issue the node's certificate")]
     SelfSigned(#[source] cluster::pki::IssueError),
+    /// A reissued node certificate could not be saved.
+    #[error("cannot save the node's PKI to {dir}")]
+    SavePki {
+        /// The directory.
+        dir: PathBuf,
+        /// The failure.
+        #[source]
+        source: cluster::pki::store::SaveError,
+    },
     /// The node name cannot go into a certificate.
     #[error("the node name cannot go into a certificate")]
     Name(#[source] cluster::pki::SubjectNameError),
@@ -194,10 +205,37 @@ impl ServerState {
         let store = PkiStore::new(&options.pki_dir);
         let mode = match store.load_ca() {
             Ok(ca) => {
-                let node = store.load_node().map_err(|source| StartError::LoadPki {
-                    dir: options.pki_dir.clone(),
-                    source,
-                })?;
+                let node = match store.load_node() {
+                    Ok(node) => node,
+                    // A bootstrap cut short after saving the CA: the CA can
+                    // issue the missing node certificate itself.
+                    Err(e) if e.is_missing() => {
+                        let request = identity::node_request(
+                            &system::node_name(),
+                            &network_addresses(&network),
+                        )
+                        .map_err(StartError::Name)?;
+                        let node = ca
+                            .issue_node(&request, SystemTime::now())
+                            .map_err(StartError::SelfSigned)?;
+                        store
+                            .save_node(&node)
+                            .map_err(|source| StartError::SavePki {
+                                dir: options.pki_dir.clone(),
+                                source,
+                            })?;
+                        tracing::warn!(
+                            "the node certificate was missing; issued a new one from the cluster CA"
+                        );
+                        node
+                    }
+                    Err(source) => {
+                        return Err(StartError::LoadPki {
+                            dir: options.pki_dir.clone(),
+                            source,
+                        });
+                    }
+                };
                 let (tls, verifier) = identity::member_tls(ca.cert_der(), &node)?;
                 Mode::Member(Member {
                     tls,
@@ -234,6 +272,7 @@ impl ServerState {
             config,
             report,
             journal,
+            boot_status: tokio::sync::OnceCell::new(),
             changes: tokio::sync::Mutex::new(()),
         })
     }
@@ -254,8 +293,9 @@ impl ServerState {
         *guard = mode;
     }
 
-    /// The setup token in force: the config's, else the generated one.
-    fn setup_token(&self) -> Option<SetupToken> {
+    /// The setup token in force in maintenance mode: the config's, else the
+    /// generated one; `None` for a member.
+    pub fn setup_token(&self) -> Option<SetupToken> {
         let configured = self.config.borrow().config.cluster.setup_token.clone();
         self.read_mode(|mode| match mode {
             Mode::Maintenance(m) => Some(configured.unwrap_or_else(|| m.generated.clone())),
