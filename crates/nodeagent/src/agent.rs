@@ -84,6 +84,7 @@ impl ApiOptions {
             kmsg: PathBuf::from("/dev/kmsg"),
             proc_root: PathBuf::from("/proc"),
             network_wait: API_NETWORK_WAIT,
+            renew_check: RENEW_CHECK_INTERVAL,
         }
     }
 }
@@ -305,6 +306,7 @@ async fn run_api(
         () = &mut stop => return,
     }
     let addr = options.addr;
+    let renew_check = options.renew_check;
     let mut config_changes = active.subscribe();
     let loading = tokio::task::spawn_blocking(move || {
         ServerState::load(options, network, active, report, journal)
@@ -335,7 +337,7 @@ async fn run_api(
     let renewals = {
         let state = Arc::clone(&state);
         async move {
-            let mut tick = tokio::time::interval(RENEW_CHECK_INTERVAL);
+            let mut tick = tokio::time::interval(renew_check);
             loop {
                 tick.tick().await;
                 state.renew_if_due().await;

@@ -98,6 +98,7 @@ fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
             addr: API.parse().unwrap(),
             init_socket: dir.join("init.sock"),
             network_wait: Duration::ZERO,
+            renew_check: Duration::from_millis(200),
             ..ApiOptions::under(&state)
         },
         journal: Some(journal.clone()),
@@ -586,6 +587,21 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             assert!(renamed, "the applied host name takes effect");
+            // The node certificate no longer names the node: it is
+            // reissued under the new name, from the same CA.
+            let mut reissued = None;
+            for _ in 0..100 {
+                let info: NodeInfo = reader.json("GET", "/v1/node", None).await;
+                if let Some(node) = info.certificates.iter().find(|c| c.purpose == "node" && c.subject == "n2") {
+                    reissued = Some(node.clone());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let reissued = reissued.expect("the node certificate is renewed under the new name");
+            let on_disk = std::fs::read_to_string(state.join("pki").join(pki::store::NODE_CERT_FILE)).unwrap();
+            let der = CertificateDer::from_pem_slice(on_disk.as_bytes()).unwrap();
+            assert_eq!(pki::Fingerprint::of_der(&der).to_string(), reissued.fingerprint);
 
             let (status, text) = admin
                 .call(

@@ -93,6 +93,8 @@ pub struct ApiOptions {
     pub proc_root: PathBuf,
     /// How long to wait for an address before starting anyway.
     pub network_wait: Duration,
+    /// How often the node certificate is checked for renewal.
+    pub renew_check: Duration,
 }
 
 /// The node's TLS identity and what goes with it.
