@@ -1,5 +1,6 @@
-//! The Cairn userland binaries that go into the initramfs, and the check
-//! that they really are static.
+//! The Cairn userland binaries that go into the initramfs, the `cairn`
+//! client that ships next to the image, and the check that they really are
+//! static.
 //!
 //! The initramfs has no dynamic loader and no libc, so a binary with a
 //! `PT_INTERP` program header or a `DT_NEEDED` entry would fail at exec
@@ -7,6 +8,10 @@
 //! binary at build time instead. (A glibc `crt-static` build is a
 //! static-PIE: it has a dynamic section for self-relocation but needs
 //! nothing, which is fine.)
+//!
+//! The client is built by the same cargo invocation, so the `cairn` next to
+//! an image always speaks that image's API. It is static for the same
+//! reason: it runs on whatever machine the operator copies it to.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,6 +28,8 @@ pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 pub const INIT_BIN: &str = "cairn-init";
 /// The node agent, `/usr/bin/cairnd`.
 pub const AGENT_BIN: &str = "cairnd";
+/// The operator's client; shipped beside the image, not inside it.
+pub const CLI_BIN: &str = "cairn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinariesError {
@@ -118,24 +125,30 @@ pub fn read_static_binary(path: &Path) -> Result<Vec<u8>, BinariesError> {
     }
 }
 
-/// The two binaries the Cairn initramfs carries.
+/// The two binaries the Cairn initramfs carries, and the client built with
+/// them.
 #[derive(Debug, Clone)]
 pub struct CairnBinaries {
     pub init: Vec<u8>,
     pub agent: Vec<u8>,
+    pub cli: Vec<u8>,
     pub init_path: PathBuf,
     pub agent_path: PathBuf,
+    pub cli_path: PathBuf,
 }
 
-/// Takes prebuilt binaries from `dir` (`cairn-init`, `cairnd`).
+/// Takes prebuilt binaries from `dir` (`cairn-init`, `cairnd`, `cairn`).
 pub fn from_dir(dir: &Path) -> Result<CairnBinaries, BinariesError> {
     let init_path = dir.join(INIT_BIN);
     let agent_path = dir.join(AGENT_BIN);
+    let cli_path = dir.join(CLI_BIN);
     Ok(CairnBinaries {
         init: read_static_binary(&init_path)?,
         agent: read_static_binary(&agent_path)?,
+        cli: read_static_binary(&cli_path)?,
         init_path,
         agent_path,
+        cli_path,
     })
 }
 
@@ -156,8 +169,8 @@ pub fn workspace_root() -> Option<PathBuf> {
     manifest.parent().map(Path::to_owned)
 }
 
-/// Builds `init` and `nodeagent` as static release binaries with cargo and
-/// returns them. Cargo's own output goes to our stderr so its progress
+/// Builds `init`, `nodeagent` and `cli` as static release binaries with
+/// cargo and returns them. Cargo's own output goes to our stderr so its progress
 /// shows; the artifact paths come from its JSON messages, so a custom
 /// `CARGO_TARGET_DIR` works too.
 pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError> {
@@ -173,6 +186,8 @@ pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError
             "init",
             "-p",
             "nodeagent",
+            "-p",
+            "cli",
             "--message-format=json-render-diagnostics",
         ])
         // Only with an explicit --target do RUSTFLAGS skip build scripts
@@ -194,11 +209,15 @@ pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError
         executable_from_messages(&stdout, INIT_BIN).ok_or(BinariesError::NotProduced(INIT_BIN))?;
     let agent_path = executable_from_messages(&stdout, AGENT_BIN)
         .ok_or(BinariesError::NotProduced(AGENT_BIN))?;
+    let cli_path =
+        executable_from_messages(&stdout, CLI_BIN).ok_or(BinariesError::NotProduced(CLI_BIN))?;
     Ok(CairnBinaries {
         init: read_static_binary(&init_path)?,
         agent: read_static_binary(&agent_path)?,
+        cli: read_static_binary(&cli_path)?,
         init_path,
         agent_path,
+        cli_path,
     })
 }
 

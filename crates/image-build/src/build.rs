@@ -36,7 +36,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum BinarySource {
     /// Run cargo in this workspace.
     Cargo { workspace: PathBuf },
-    /// Use `cairn-init` and `cairnd` from this directory.
+    /// Use `cairn-init`, `cairnd` and `cairn` from this directory.
     Dir(PathBuf),
 }
 
@@ -343,7 +343,7 @@ fn get_binaries(source: &BinarySource, reporter: &Reporter) -> Result<CairnBinar
         }
         BinarySource::Cargo { workspace } => {
             let step = reporter.plain_step(&format!(
-                "building cairn-init and cairnd (static, release): cargo build --release --target {} -p init -p nodeagent",
+                "building cairn-init, cairnd and cairn (static, release): cargo build --release --target {} -p init -p nodeagent -p cli",
                 binaries::TARGET
             ));
             let b = binaries::build_with_cargo(workspace)?;
@@ -424,13 +424,22 @@ fn file_size(path: &Path) -> Result<u64, BuildError> {
         .len())
 }
 
+/// Writes `data` as a file anyone may run (`rwxr-xr-x`, whatever the umask).
+fn write_executable(path: &Path, data: &[u8]) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, data).map_err(io("writing", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .map_err(io("making executable", path))
+}
+
 fn rename(from: &Path, to: &Path) -> Result<(), BuildError> {
     fs::rename(from, to).map_err(io("moving into place", to))
 }
 
 /// What `build` writes, relative to the output directory; each is listed
-/// in [`SUMS_FILE`]. Test harnesses check for these names too.
-pub const ARTIFACTS: [&str; 7] = [
+/// in [`SUMS_FILE`]. Test harnesses check for these names too. `cairn` is
+/// the client built with the image's binaries (not part of the image).
+pub const ARTIFACTS: [&str; 8] = [
     "cairn.raw",
     "cairn.qcow2",
     "cairn.vmdk",
@@ -438,6 +447,7 @@ pub const ARTIFACTS: [&str; 7] = [
     "pxe/vmlinuz",
     "pxe/initramfs.img",
     "pxe/boot.ipxe",
+    binaries::CLI_BIN,
 ];
 
 /// The checksum file (`sha256sum -c` format) `build` writes last.
@@ -571,9 +581,18 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
     write(pxe::SCRIPT_NAME, pxe::ipxe_script(&ctx.cmdline).as_bytes())?;
     step.finish("");
 
+    let cli_tmp = work.path().join(binaries::CLI_BIN);
+    write_executable(&cli_tmp, &bins.cli)?;
+
     // Move everything into place, then checksum the final files.
     let out = &opts.output;
-    for name in ["cairn.raw", "cairn.qcow2", "cairn.vmdk", "cairn.ova"] {
+    for name in [
+        "cairn.raw",
+        "cairn.qcow2",
+        "cairn.vmdk",
+        "cairn.ova",
+        binaries::CLI_BIN,
+    ] {
         rename(&work.path().join(name), &out.join(name))?;
     }
     let pxe_out = out.join("pxe");

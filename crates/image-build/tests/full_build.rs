@@ -3,7 +3,7 @@
 //! the download).
 //!
 //! Busybox from the pinned `busybox-static` package stands in for
-//! `cairn-init` and `cairnd`: it is a static x86_64 ELF, which is all the
+//! `cairn-init`, `cairnd` and `cairn`: it is a static x86_64 ELF, which is all the
 //! builder checks, and it keeps these tests independent of whether the
 //! init and nodeagent crates build at the moment.
 
@@ -31,7 +31,7 @@ fn stand_in_binaries(dir: &Path) {
     };
     let unpacked = deb::fetch_and_unpack(&pkg, &deb::default_cache_dir())
         .expect("the pinned busybox-static package can be fetched with apt");
-    for name in ["cairn-init", "cairnd"] {
+    for name in ["cairn-init", "cairnd", "cairn"] {
         std::fs::copy(unpacked.root.join("bin/busybox"), dir.join(name)).expect("busybox copies");
     }
 }
@@ -76,6 +76,7 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         "cairn.qcow2",
         "cairn.vmdk",
         "cairn.ova",
+        "cairn",
         "SHA256SUMS",
     ];
     for name in artifacts {
@@ -112,6 +113,7 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         left,
         [
             "SHA256SUMS",
+            "cairn",
             "cairn.ova",
             "cairn.qcow2",
             "cairn.raw",
