@@ -37,3 +37,71 @@ pub const STATE_ON_SCSI_DISK: &str = r"mounted /dev/sd[a-z]+[0-9]+ \(STATE\) on 
 pub fn config_fetched_from(url: &str) -> String {
     format!(r"machine config (fetched|refused: {})", regex::escape(url))
 }
+
+/// cairnd in maintenance mode printing the setup token a bootstrap needs;
+/// capture group 1 is the token.
+pub const SETUP_TOKEN: &str = r"cairnd: setup token: (\S+)";
+
+/// cairnd in maintenance mode printing the SHA-256 fingerprint of its
+/// self-signed API certificate; capture group 1 is `sha256:<hex>`.
+pub const MAINTENANCE_FINGERPRINT: &str =
+    r"cairnd: certificate fingerprint: (sha256:[0-9a-f]{64})\b";
+
+/// cairnd refusing a bootstrap (or join) whose setup token is wrong.
+pub const SETUP_TOKEN_REFUSED: &str = r"setup token refused";
+
+/// A poweroff asked for through the API: cairnd calls cairn-init over
+/// D-Bus, which takes the same orderly path as the power button.
+pub const API_POWEROFF: [&str; 3] = [
+    r"(?i)poweroff requested over D-Bus",
+    r"(?i)orderly poweroff",
+    r"(?i)unmounted /var",
+];
+
+/// A reboot asked for through the API, up to STATE being unmounted.
+pub const API_REBOOT: [&str; 3] = [
+    r"(?i)reboot requested over D-Bus",
+    r"(?i)orderly reboot",
+    r"(?i)unmounted /var",
+];
+
+/// Capture group 1 of `pattern` in `line` (for lines returned by the
+/// console waits, such as [`SETUP_TOKEN`]).
+#[must_use]
+pub fn capture(pattern: &str, line: &str) -> Option<String> {
+    let regex = regex::Regex::new(pattern).ok()?;
+    Some(regex.captures(line)?.get(1)?.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maintenance_announcement_yields_token_and_fingerprint() {
+        let hex = "ab".repeat(32);
+        let console = format!(
+            "cairnd: maintenance mode: this node belongs to no cluster.\n\
+             cairnd: setup token: k3y-Tok_en.1\n\
+             cairnd: certificate fingerprint: sha256:{hex}\n"
+        );
+        let token_line = console.lines().nth(1).unwrap_or_default();
+        let fp_line = console.lines().nth(2).unwrap_or_default();
+        assert_eq!(
+            capture(SETUP_TOKEN, token_line).as_deref(),
+            Some("k3y-Tok_en.1")
+        );
+        assert_eq!(
+            capture(MAINTENANCE_FINGERPRINT, fp_line),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(
+            capture(
+                MAINTENANCE_FINGERPRINT,
+                "cairnd: certificate fingerprint: sha256:abc"
+            ),
+            None
+        );
+        assert_eq!(capture(SETUP_TOKEN, fp_line), None);
+    }
+}

@@ -157,6 +157,11 @@ impl Image {
     pub fn vmlinuz(&self) -> PathBuf {
         self.dir.join("pxe/vmlinuz")
     }
+    /// The `cairn` client built together with this image's binaries.
+    #[must_use]
+    pub fn cli(&self) -> PathBuf {
+        self.dir.join(image_build::binaries::CLI_BIN)
+    }
     /// The initramfs holding the whole userland.
     #[must_use]
     pub fn initramfs(&self) -> PathBuf {

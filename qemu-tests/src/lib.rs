@@ -27,6 +27,8 @@
 //!   once would make every timeout a coin toss.
 //! - [`console`] holds the console lines the scenarios expect from
 //!   `cairn-init` and `cairnd`, in one place.
+//! - [`cli::Cli`] runs the `cairn` client the image build shipped, inside
+//!   the network's namespace, with a config file of the test's own.
 //!
 //! ## Teardown
 //!
@@ -46,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod cli;
 pub mod console;
 pub mod http;
 pub mod image;
@@ -59,6 +62,7 @@ pub mod qmp;
 pub mod tools;
 pub mod vm;
 
+pub use cli::{Cli, CliOutput};
 pub use image::{BaselineImage, Image};
 pub use network::{Network, NetworkConfig};
 pub use vm::{Vm, VmSpec};

@@ -199,6 +199,16 @@ impl VmSpec {
         self.machine_config = Some(path.to_path_buf());
         self
     }
+
+    /// Lets a guest reboot restart the machine (same QEMU process, same
+    /// overlay, same MAC and console file) instead of ending QEMU. Only
+    /// for scenarios that reboot on purpose: a kernel panic then shows as
+    /// a second boot on the console rather than as an exit.
+    #[must_use]
+    pub fn allowing_reboot(mut self) -> Self {
+        self.no_reboot = false;
+        self
+    }
 }
 
 /// A kernel, initramfs and command line for QEMU's `-kernel` boot.
@@ -290,6 +300,15 @@ pub fn qemu_args(plan: &QemuPlan) -> Vec<String> {
     push(plan.accel.qemu_args());
     push(&["-m", &spec.memory_mib.to_string(), "-smp", "1"]);
     push(&["-nodefaults", "-display", "none"]);
+    // Without RDRAND (QEMU's default CPU under TCG) the guest's CRNG takes
+    // minutes to seed, and every getrandom() for a key or a setup token
+    // waits for it; a virtio RNG fed from the host seeds it in moments.
+    push(&[
+        "-object",
+        "rng-random,filename=/dev/urandom,id=rng0",
+        "-device",
+        "virtio-rng-pci,rng=rng0",
+    ]);
     if spec.no_reboot {
         push(&["-no-reboot"]);
     }
@@ -935,6 +954,27 @@ mod tests {
     }
 
     #[test]
+    fn every_vm_gets_a_virtio_rng_fed_from_the_host() {
+        for spec in [
+            VmSpec::virtio_disk("a", &image()),
+            VmSpec::pxe("p", &image()),
+            VmSpec::usb_stick("u", &image()),
+        ] {
+            let args = joined(spec);
+            assert!(args.contains("-object rng-random,filename=/dev/urandom,id=rng0"));
+            assert!(args.contains("-device virtio-rng-pci,rng=rng0"));
+        }
+    }
+
+    #[test]
+    fn a_guest_reboot_ends_qemu_unless_the_spec_allows_rebooting() {
+        assert!(joined(VmSpec::virtio_qcow2("a", &image())).contains("-no-reboot"));
+        assert!(
+            !joined(VmSpec::virtio_qcow2("a", &image()).allowing_reboot()).contains("-no-reboot")
+        );
+    }
+
+    #[test]
     fn disk_boots_attach_the_overlay_and_keep_the_nic_rom_out() {
         let args = joined(VmSpec::virtio_disk("a", &image()));
         assert!(args.contains("if=none,id=disk0,format=qcow2,file=/w/disk.qcow2"));
@@ -991,7 +1031,8 @@ mod tests {
         assert!(args.contains("-device pvscsi,id=scsi0"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=disk0"));
         assert!(args.contains("-device vmxnet3,netdev=net0"));
-        assert!(!args.contains("virtio"));
+        // The only virtio device is the entropy source every VM gets.
+        assert!(!args.replace("virtio-rng-pci", "").contains("virtio"));
         assert!(args.contains(
             "-kernel /img/pxe/vmlinuz -initrd /img/pxe/initramfs.img -append console=ttyS0 panic=10"
         ));
