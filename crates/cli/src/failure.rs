@@ -580,6 +580,25 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_does_not_resolve_says_so() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dns error")]
+        struct Dns(#[source] io::Error);
+        let err = Outer(io::Error::other(Dns(io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        ))));
+        let failure = describe_transport(&ep(), &err, false, &member());
+        assert_eq!(failure.exit, Exit::Unreachable);
+        assert!(
+            failure
+                .message
+                .starts_with("cannot reach 10.0.0.5:7443: cannot resolve the host name"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
     fn a_timeout_says_timed_out() {
         let err = Outer(io::Error::other("operation timed out"));
         let failure = describe_transport(&ep(), &err, true, &member());

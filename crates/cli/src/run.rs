@@ -215,7 +215,34 @@ async fn cluster_init(globals: &Globals, args: InitArgs) -> Result<(), CommandEr
     }
     print(globals.format, &response, |r| {
         output::bootstrap(r, context_name.as_str())
-    })
+    })?;
+    check_new_context(&config, &context_name).await;
+    Ok(())
+}
+
+/// Tries the context `cluster init` just stored, so an endpoint the node's
+/// certificate does not name (a NAT address, a DNS alias) shows up now
+/// rather than at the next command. The cluster exists either way, so a
+/// failure is a warning.
+async fn check_new_context(config: &CliConfig, name: &ContextName) {
+    let result = async {
+        let target = config
+            .resolve(Some(name), None)
+            .map_err(CommandError::Context)?;
+        let (mut client, trust) = client_for(target)?;
+        client.set_request_timeout(POLL_TIMEOUT);
+        client
+            .call::<(), NodeInfo>("node_info", None)
+            .await
+            .map_err(request_error(&trust))
+    }
+    .await;
+    if let Err(error) = result {
+        eprintln!(
+            "warning: the new context {name} does not work yet: {}",
+            failure::describe(&error).message
+        );
+    }
 }
 
 /// Checks that the credential a node handed back holds together: the CA is
