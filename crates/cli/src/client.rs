@@ -75,6 +75,15 @@ pub enum RequestError {
         #[source]
         source: serde_json::Error,
     },
+    /// The request body cannot be serialised (a bug in this client).
+    #[error("cannot encode the request for {operation}")]
+    Encode {
+        /// The route's operation id.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The route table has no such operation (a bug in this client).
     #[error("the API has no operation {0}")]
     UnknownOperation(&'static str),
@@ -154,7 +163,7 @@ impl NodeClient {
         let mut request = self.request(route, "").timeout(self.request_timeout);
         if let Some(body) = body {
             let json = serde_json::to_vec(body)
-                .map_err(|source| RequestError::Decode { operation, source })?;
+                .map_err(|source| RequestError::Encode { operation, source })?;
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(json);

@@ -270,7 +270,9 @@ pub fn describe_request(error: &RequestError, trust: &Trust) -> Failure {
         RequestError::UnexpectedStatus { .. } | RequestError::UnknownOperation(_) => {
             Failure::new(Exit::Failure, error.to_string())
         }
-        RequestError::Decode { .. } => Failure::new(Exit::Failure, chain(error)),
+        RequestError::Decode { .. } | RequestError::Encode { .. } => {
+            Failure::new(Exit::Failure, chain(error))
+        }
     }
 }
 
