@@ -27,6 +27,9 @@
 //!   once would make every timeout a coin toss.
 //! - [`console`] holds the console lines the scenarios expect from
 //!   `cairn-init` and `cairnd`, in one place.
+//! - [`apibench`] is not about VMs: it runs the release cairnd and nginx
+//!   in a network namespace and measures the node API under mTLS load
+//!   (binary `cairn-api-bench`).
 //! - [`cli::Cli`] runs the `cairn` client the image build shipped, inside
 //!   the network's namespace, with a config file of the test's own.
 //!
@@ -48,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod apibench;
 pub mod cli;
 pub mod console;
 pub mod http;
