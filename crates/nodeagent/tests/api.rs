@@ -18,7 +18,6 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -30,7 +29,6 @@ use api::types::{
 use api::{ApiError, ErrorCode};
 use cluster::pki::{self, IssuedCert, SubjectName};
 use http_body_util::BodyExt;
-use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
 use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::ConfigPaths;
@@ -42,40 +40,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde_json::Value;
 
+mod common;
+use common::{in_fresh_netns, runtime};
+
 const API: &str = "127.0.0.1:7443";
 const SETUP_TOKEN: &str = "test-setup-token-0123456789";
-
-fn in_fresh_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS)
-                .expect("unshare(CLONE_NEWNET|CLONE_NEWUTS) failed: these tests must run as root");
-            let lo = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap();
-            assert!(lo.success());
-            f()
-        });
-        match worker.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            nodeagent::DEFAULT_LOG_FILTER,
-        ))
-        .try_init();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
     std::fs::create_dir_all(dir.join("sys")).unwrap();
@@ -252,10 +221,14 @@ impl Client {
         }
     }
 
-    /// One request on a fresh connection: status and body.
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-        let addr: SocketAddr = API.parse().unwrap();
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// Sends one request on a fresh connection and returns the response.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        let tcp = tokio::net::TcpStream::connect(API).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
         let tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -276,7 +249,12 @@ impl Client {
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+
+    /// One request: status and body.
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        let response = self.send(method, path, body).await;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
@@ -284,23 +262,7 @@ impl Client {
 
     /// Opens a streaming GET and returns the body to read frames from.
     async fn stream(&self, path: &str) -> hyper::body::Incoming {
-        let tcp = tokio::net::TcpStream::connect(API).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .uri(path)
-            .header("host", "localhost")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        let response = self.send("GET", path, None).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], api::NDJSON);
         response.into_body()
@@ -385,6 +347,7 @@ async fn stop_agent(
 #[test]
 fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
     in_fresh_netns(|| {
+        common::ip("link set lo up");
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();

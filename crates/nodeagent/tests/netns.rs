@@ -20,59 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{in_fresh_netns, ip, runtime};
 use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
 use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::{ConfigOrigin, ConfigPaths, MachineConfig, parse};
 use nodeagent::net::hostname::HostnameSource;
 use nodeagent::net::{NetworkHandle, NetworkOptions, NetworkStatus};
-
-/// Runs `f` on a thread inside fresh network and UTS namespaces.
-fn in_fresh_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS)
-                .expect("unshare(CLONE_NEWNET|CLONE_NEWUTS) failed: these tests must run as root");
-            f()
-        });
-        match worker.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &str) -> String {
-    run("ip", &args.split_whitespace().collect::<Vec<_>>())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // The agent's log goes to the test's captured output: shown only for
-    // a failing test.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            nodeagent::DEFAULT_LOG_FILTER,
-        ))
-        .try_init();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn config(text: &str) -> MachineConfig {
     parse(text.as_bytes(), &ConfigOrigin::Default).unwrap()
