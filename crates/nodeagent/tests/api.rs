@@ -34,10 +34,9 @@ use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::ConfigPaths;
 use nodeagent::journal::Journal;
 use nodeagent::net::NetworkOptions;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 
 mod common;
@@ -125,53 +124,6 @@ async fn serve_fake_init(socket: PathBuf, init: FakeInit) {
     }
 }
 
-/// Accepts any server certificate (maintenance mode; pinning is the CLI's
-/// job and is tested there) but still checks the handshake signature.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A TLS client identity for the tests.
 #[derive(Clone)]
 struct Client {
@@ -193,11 +145,10 @@ fn own(cert: &IssuedCert) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'stati
 }
 
 impl Client {
+    /// Trusts whatever certificate a maintenance-mode node presents
+    /// (pinning is the CLI's business and is tested there).
     fn maintenance() -> Self {
-        let config = builder()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer))
-            .with_no_client_auth();
+        let (config, _seen) = pki::tls::pinned_config(None).unwrap();
         Self {
             config: Arc::new(config),
         }
