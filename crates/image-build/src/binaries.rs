@@ -9,8 +9,8 @@
 //! static-PIE: it has a dynamic section for self-relocation but needs
 //! nothing, which is fine.)
 //!
-//! The client is built by the same cargo invocation, so the `cairn` next to
-//! an image always speaks that image's API. It is static for the same
+//! The client is built from the same tree in the same build, so the `cairn`
+//! next to an image always speaks that image's API. It is static for the same
 //! reason: it runs on whatever machine the operator copies it to.
 
 use std::path::{Path, PathBuf};
@@ -173,23 +173,45 @@ pub fn workspace_root() -> Option<PathBuf> {
 /// cargo and returns them. Cargo's own output goes to our stderr so its progress
 /// shows; the artifact paths come from its JSON messages, so a custom
 /// `CARGO_TARGET_DIR` works too.
+///
+/// The client is built by a second cargo run on purpose: cargo unifies the
+/// features of a shared dependency across every package of one run, and
+/// the client's TLS features of `reqwest` would then change the node
+/// agent's plain-HTTP `reqwest` (it would demand a rustls crypto provider
+/// cairnd never installs). Two runs build each the way `cargo build -p`
+/// builds it alone.
 pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError> {
+    let node = cargo_build_static(workspace, &["init", "nodeagent"])?;
+    let init_path =
+        executable_from_messages(&node, INIT_BIN).ok_or(BinariesError::NotProduced(INIT_BIN))?;
+    let agent_path =
+        executable_from_messages(&node, AGENT_BIN).ok_or(BinariesError::NotProduced(AGENT_BIN))?;
+    let client = cargo_build_static(workspace, &["cli"])?;
+    let cli_path =
+        executable_from_messages(&client, CLI_BIN).ok_or(BinariesError::NotProduced(CLI_BIN))?;
+    Ok(CairnBinaries {
+        init: read_static_binary(&init_path)?,
+        agent: read_static_binary(&agent_path)?,
+        cli: read_static_binary(&cli_path)?,
+        init_path,
+        agent_path,
+        cli_path,
+    })
+}
+
+/// One `cargo build --release --target TARGET -p <package>...` with static
+/// linking; returns cargo's JSON messages.
+fn cargo_build_static(workspace: &Path, packages: &[&str]) -> Result<String, BinariesError> {
     let cargo = HostTool::Cargo.locate().map_err(BinariesError::Cargo)?;
-    let output = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    command
         .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            TARGET,
-            "-p",
-            "init",
-            "-p",
-            "nodeagent",
-            "-p",
-            "cli",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "--release", "--target", TARGET]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let output = command
+        .arg("--message-format=json-render-diagnostics")
         // Only with an explicit --target do RUSTFLAGS skip build scripts
         // and proc macros, which cannot be linked statically.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -204,21 +226,7 @@ pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError
             stderr: "see the cargo output above".to_owned(),
         }));
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let init_path =
-        executable_from_messages(&stdout, INIT_BIN).ok_or(BinariesError::NotProduced(INIT_BIN))?;
-    let agent_path = executable_from_messages(&stdout, AGENT_BIN)
-        .ok_or(BinariesError::NotProduced(AGENT_BIN))?;
-    let cli_path =
-        executable_from_messages(&stdout, CLI_BIN).ok_or(BinariesError::NotProduced(CLI_BIN))?;
-    Ok(CairnBinaries {
-        init: read_static_binary(&init_path)?,
-        agent: read_static_binary(&agent_path)?,
-        cli: read_static_binary(&cli_path)?,
-        init_path,
-        agent_path,
-        cli_path,
-    })
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Picks the `executable` of the `compiler-artifact` message for binary

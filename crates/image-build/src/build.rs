@@ -343,8 +343,8 @@ fn get_binaries(source: &BinarySource, reporter: &Reporter) -> Result<CairnBinar
         }
         BinarySource::Cargo { workspace } => {
             let step = reporter.plain_step(&format!(
-                "building cairn-init, cairnd and cairn (static, release): cargo build --release --target {} -p init -p nodeagent -p cli",
-                binaries::TARGET
+                "building cairn-init, cairnd and cairn (static, release): cargo build --release --target {t} -p init -p nodeagent, then -p cli",
+                t = binaries::TARGET
             ));
             let b = binaries::build_with_cargo(workspace)?;
             step.finish("static");
