@@ -21,6 +21,8 @@
 //! - [`load`] over [`client`] and [`wire`]: closed-loop clients, each
 //!   request on a new TCP + TLS connection (or, in the second table,
 //!   reusing one); every response must be 200 with a JSON body.
+//! - [`fakeinit`]: with `--with-init`, a stand-in for cairn-init's D-Bus
+//!   interface, so node info pays for its `BootStatus` call as on a node.
 //! - [`procfs`]: cairnd's and nginx's RSS and CPU time from `/proc`.
 //! - [`stats`] and [`report`]: nearest-rank percentiles, medians over
 //!   rounds, the table and the JSON.
@@ -32,6 +34,7 @@
 //! time is the number that does not depend on who won the scheduler.
 
 pub mod client;
+pub mod fakeinit;
 pub mod load;
 pub mod nginx;
 pub mod procfs;

@@ -74,6 +74,17 @@ pub struct Conditions {
     pub nginx_version: String,
     /// The host kernel release.
     pub kernel: String,
+    /// What answered cairnd's `BootStatus` calls.
+    pub init: String,
+}
+
+/// How many node info requests reached init (with the fake init only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitCalls {
+    /// `BootStatus` calls the fake init answered.
+    pub answered: u64,
+    /// Successful `GET /v1/node` requests cairnd served, warm-ups included.
+    pub node_info_requests: u64,
 }
 
 /// Everything one run measured.
@@ -85,6 +96,8 @@ pub struct Report {
     pub modes: Vec<ModeReport>,
     /// Memory.
     pub memory: Memory,
+    /// Init round trips, when a fake init ran.
+    pub init_calls: Option<InitCalls>,
 }
 
 impl Report {
@@ -114,8 +127,8 @@ pub fn render_table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "cairnd: single-threaded tokio runtime; nginx: worker_processes 1, same certificate, same CA, body from a file; {} CPUs, load generator {} threads",
-        c.cpus, c.client_threads
+        "cairnd: single-threaded tokio runtime, init: {}; nginx: worker_processes 1, same certificate, same CA, body from a file; {} CPUs, load generator {} threads",
+        c.init, c.cpus, c.client_threads
     );
     for mode in &report.modes {
         let cairnd = mode.cairnd.summary();
@@ -171,6 +184,13 @@ pub fn render_table(report: &Report) -> String {
         "nginx RSS (master + worker): {} peak under load",
         mb(m.nginx_peak)
     );
+    if let Some(init) = report.init_calls {
+        let _ = writeln!(
+            out,
+            "fake init: answered {} BootStatus calls for {} node info requests",
+            init.answered, init.node_info_requests
+        );
+    }
     out
 }
 
@@ -240,6 +260,7 @@ pub fn to_json(report: &Report) -> Value {
             "cairnd_binary": c.cairnd_binary,
             "nginx_version": c.nginx_version,
             "kernel": c.kernel,
+            "init": c.init,
         },
         "modes": modes,
         "rss_bytes": {
@@ -248,6 +269,10 @@ pub fn to_json(report: &Report) -> Value {
             "cairnd_after_load": report.memory.cairnd_after,
             "nginx_peak_under_load": report.memory.nginx_peak,
         },
+        "init_calls": report.init_calls.map(|i| json!({
+            "answered": i.answered,
+            "node_info_requests": i.node_info_requests,
+        })),
     })
 }
 
@@ -283,6 +308,7 @@ mod tests {
                 cairnd_binary: "/x/cairnd".into(),
                 nginx_version: "nginx/1.22.1".into(),
                 kernel: "6.1.0".into(),
+                init: "none".into(),
             },
             modes: vec![ModeReport {
                 mode: Connections::PerRequest,
@@ -309,6 +335,10 @@ mod tests {
                 cairnd_after: 10_000_000,
                 nginx_peak: 8_000_000,
             },
+            init_calls: Some(InitCalls {
+                answered: 2990,
+                node_info_requests: 3000,
+            }),
         }
     }
 
@@ -346,6 +376,10 @@ mod tests {
         );
         assert!(table.contains("cairnd RSS: 9.5 MB at rest before load, 12.0 MB peak under load, 10.0 MB at rest after"), "{table}");
         assert!(table.contains("full handshake"), "{table}");
+        assert!(
+            table.contains("fake init: answered 2990 BootStatus calls for 3000 node info requests"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -361,6 +395,7 @@ mod tests {
         assert!((ratio - 450.0 / 950.0).abs() < 1e-9);
         assert_eq!(value["rss_bytes"]["cairnd_peak_under_load"], 12_000_000);
         assert_eq!(value["conditions"]["clients"], 8);
+        assert_eq!(value["init_calls"]["answered"], 2990);
     }
 
     #[test]

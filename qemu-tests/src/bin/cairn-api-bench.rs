@@ -25,10 +25,13 @@ use api::types::{BootstrapResponse, IssuedCertificate, NodeInfo};
 use clap::Parser;
 use cluster::pki::{self, Fingerprint, IssuedCert, SubjectName};
 use qemu_tests::apibench::client::{self, RequestError};
+use qemu_tests::apibench::fakeinit::FakeInit;
 use qemu_tests::apibench::load::{self, Connections, RoundOutcome};
 use qemu_tests::apibench::nginx::NginxConfig;
 use qemu_tests::apibench::procfs::{self, RssSampler};
-use qemu_tests::apibench::report::{self, Conditions, Memory, ModeReport, Report, TargetRounds};
+use qemu_tests::apibench::report::{
+    self, Conditions, InitCalls, Memory, ModeReport, Report, TargetRounds,
+};
 use qemu_tests::apibench::sandbox::{self, BenchNamespace, ChildGuard};
 use qemu_tests::apibench::stats::RoundStats;
 use qemu_tests::paths;
@@ -57,6 +60,10 @@ struct Args {
     /// Skip the keep-alive table.
     #[arg(long)]
     no_keep_alive: bool,
+    /// Serve a stand-in for cairn-init's D-Bus interface, so every node
+    /// info call makes the `BootStatus` round trip it makes on a node.
+    #[arg(long)]
+    with_init: bool,
     /// A cairnd binary to measure instead of building the release one.
     #[arg(long)]
     cairnd: Option<PathBuf>,
@@ -144,13 +151,20 @@ fn run(args: &Args) -> Result<bool> {
     let ns = BenchNamespace::create().context("creating the network namespace")?;
     say(&format!("network namespace {}", ns.name()));
     let cairnd_log = dir.path().join("cairnd.log");
+    let init_socket = dir.path().join("init.sock");
+    // Without --with-init nothing listens there: node info then reports
+    // the boot entry as unknown and skips the D-Bus round trip.
+    let fake_init = if args.with_init {
+        Some(FakeInit::start(&init_socket).context("starting the fake init")?)
+    } else {
+        None
+    };
     let mut command = ns.command(&cairnd);
     command
         .env("CAIRN_STATE_DIR", &state)
         .env("CAIRN_API_ADDR", API_ADDR)
         .env("CAIRN_HEALTH_ADDR", HEALTH_ADDR)
-        // No cairn-init here: node info reports the boot entry as unknown.
-        .env("CAIRN_INIT_SOCKET", dir.path().join("no-init.sock"));
+        .env("CAIRN_INIT_SOCKET", &init_socket);
     let spawned = Instant::now();
     let mut agent = ChildGuard::spawn("cairnd", command, &cairnd_log)
         .with_context(|| format!("starting {}", cairnd.display()))?;
@@ -173,12 +187,16 @@ fn run(args: &Args) -> Result<bool> {
         fingerprint,
     };
     let result = ns
-        .run_in(|| -> Result<(Vec<ModeReport>, Memory)> {
+        .run_in(|| -> Result<Measured> {
             let runtime = runtime(args.client_threads).context("building the tokio runtime")?;
             runtime.block_on(bench(args, &setup, &mut agent))
         })
         .context("entering the network namespace")?;
-    let (modes, memory) = match result {
+    let Measured {
+        modes,
+        memory,
+        node_info_requests,
+    } = match result {
         Ok(measured) => measured,
         Err(e) => {
             let tail = tail(&cairnd_log, 30);
@@ -200,11 +218,21 @@ fn run(args: &Args) -> Result<bool> {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
+            init: if args.with_init {
+                "fake init answering BootStatus over D-Bus".to_owned()
+            } else {
+                "none (boot status unknown, no D-Bus call)".to_owned()
+            },
         },
         modes,
         memory,
+        init_calls: fake_init.as_ref().map(|init| InitCalls {
+            answered: init.calls(),
+            node_info_requests,
+        }),
     };
     drop(agent);
+    drop(fake_init);
     drop(ns);
 
     print!("{}", report::render_table(&report));
@@ -325,11 +353,16 @@ struct Setup<'a> {
 }
 
 /// Everything that talks to the servers; runs inside the namespace.
-async fn bench(
-    args: &Args,
-    setup: &Setup<'_>,
-    agent: &mut ChildGuard,
-) -> Result<(Vec<ModeReport>, Memory)> {
+/// What [`bench`] measured.
+struct Measured {
+    modes: Vec<ModeReport>,
+    memory: Memory,
+    /// Successful `GET /v1/node` calls cairnd answered, setup and warm-ups
+    /// included.
+    node_info_requests: u64,
+}
+
+async fn bench(args: &Args, setup: &Setup<'_>, agent: &mut ChildGuard) -> Result<Measured> {
     let api: SocketAddr = API_ADDR.parse()?;
     let reference: SocketAddr = NGINX_ADDR.parse()?;
     let reader = credentials(api, setup).await?;
@@ -344,6 +377,18 @@ async fn bench(
         );
     }
     let info: NodeInfo = serde_json::from_slice(&body).context("GET /v1/node is not NodeInfo")?;
+    let init_answered = info.boot.firmware == "uefi";
+    if init_answered != args.with_init {
+        bail!(
+            "node info's boot firmware is {:?}: the fake init was {}",
+            info.boot.firmware,
+            if args.with_init {
+                "not reached"
+            } else {
+                "unexpectedly answering"
+            }
+        );
+    }
     say(&format!(
         "node {} version {}, cluster {:?}; body {} bytes",
         info.name,
@@ -392,6 +437,7 @@ async fn bench(
     tokio::time::sleep(SETTLE).await;
     let cairnd_before = procfs::rss(agent_pid).context("reading cairnd's RSS")?;
 
+    let mut node_info_requests = 1;
     let mut modes = Vec::new();
     let mut cairnd_peak = cairnd_before;
     let mut nginx_peak = 0;
@@ -431,6 +477,9 @@ async fn bench(
             if let Some(error) = outcome.first_error {
                 bail!("warm-up against {} failed: {error}", target.name);
             }
+            if target.name == "cairnd" {
+                node_info_requests += u64::try_from(outcome.latencies.len())?;
+            }
         }
         let mut results = [
             TargetRounds {
@@ -462,6 +511,7 @@ async fn bench(
                 ));
                 if i == 0 {
                     cairnd_peak = cairnd_peak.max(peak);
+                    node_info_requests += stats.requests;
                 } else {
                     nginx_peak = nginx_peak.max(peak);
                 }
@@ -484,15 +534,16 @@ async fn bench(
         bail!("cairnd exited with {status} during the bench");
     }
     drop(nginx);
-    Ok((
+    Ok(Measured {
         modes,
-        Memory {
+        memory: Memory {
             cairnd_before,
             cairnd_peak,
             cairnd_after,
             nginx_peak,
         },
-    ))
+        node_info_requests,
+    })
 }
 
 struct Target {
