@@ -1,15 +1,16 @@
 //! A stand-in for cairn-init's `org.cairn.Init1` D-Bus interface.
 //!
-//! On a node, every `GET /v1/node` makes cairnd open a peer-to-peer D-Bus
-//! connection to cairn-init and call `BootStatus`. Without an init that
-//! connection fails at once (no socket) and the boot fields read
-//! "unknown", which makes node info cheaper than it is on a node. With
-//! `--with-init` the bench serves this stand-in on a unix socket and points
-//! `CAIRN_INIT_SOCKET` at it, so cairnd does the whole exchange: connect,
-//! the D-Bus handshake, the call, the reply. Like cairn-init it serves each
-//! connection until the peer hangs up; unlike cairn-init it answers from a
-//! fixed table instead of reading EFI variables. It runs on its own thread
-//! and runtime so the load generator's runtime does not carry it.
+//! `GET /v1/node` reports the boot loader's status, which cairnd asks
+//! cairn-init for over a peer-to-peer D-Bus connection and keeps once it
+//! has an answer. Without an init the connect fails, nothing is kept, and
+//! every node info call tries again, which is not what a node does. So the
+//! bench serves this stand-in on a unix socket and points
+//! `CAIRN_INIT_SOCKET` at it (`--no-init` turns it off). Like cairn-init it
+//! serves each connection until the peer hangs up; unlike cairn-init it
+//! answers from a fixed table instead of reading EFI variables. It counts
+//! the calls, so the report shows how often cairnd really asked. It runs on
+//! its own thread and runtime so the load generator's runtime does not
+//! carry it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -150,5 +151,81 @@ async fn serve(listener: tokio::net::UnixListener, calls: Arc<AtomicU64>) {
                 connection.closed().await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boot_status(socket: &Path) -> HashMap<String, String> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap();
+        let connection = zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .unwrap();
+        let reply = connection
+            .call_method(
+                None::<&str>,
+                OBJECT_PATH,
+                Some("org.cairn.Init1"),
+                "BootStatus",
+                &(),
+            )
+            .await
+            .unwrap();
+        reply.body().deserialize().unwrap()
+    }
+
+    #[test]
+    fn every_connection_gets_a_boot_status_like_cairnds_client_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("init.sock");
+        let init = FakeInit::start(&socket).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            let status = runtime.block_on(boot_status(&socket));
+            assert_eq!(status.get("firmware").map(String::as_str), Some("uefi"));
+        }
+        assert_eq!(init.calls(), 3);
+    }
+
+    #[test]
+    fn concurrent_connections_are_all_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("init.sock");
+        let init = FakeInit::start(&socket).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let socket = socket.clone();
+                tasks.spawn(async move {
+                    for _ in 0..20 {
+                        let status = boot_status(&socket).await;
+                        assert_eq!(status.len(), BOOT_STATUS.len());
+                    }
+                });
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                while let Some(joined) = tasks.join_next().await {
+                    joined.unwrap();
+                }
+            })
+            .await
+            .expect("every call is answered in time");
+        });
+        assert_eq!(init.calls(), 160);
     }
 }

@@ -21,8 +21,8 @@
 //! - [`load`] over [`client`] and [`wire`]: closed-loop clients, each
 //!   request on a new TCP + TLS connection (or, in the second table,
 //!   reusing one); every response must be 200 with a JSON body.
-//! - [`fakeinit`]: with `--with-init`, a stand-in for cairn-init's D-Bus
-//!   interface, so node info pays for its `BootStatus` call as on a node.
+//! - [`fakeinit`]: a stand-in for cairn-init's D-Bus interface, so node
+//!   info gets its boot status the way it does on a node.
 //! - [`procfs`]: cairnd's and nginx's RSS and CPU time from `/proc`.
 //! - [`stats`] and [`report`]: nearest-rank percentiles, medians over
 //!   rounds, the table and the JSON.

@@ -1,15 +1,17 @@
 //! `cairn-api-bench`: the node API under mTLS load, next to nginx.
 //!
 //! Builds the release cairnd (unless `--cairnd` names one), runs it in a
-//! throwaway network namespace, bootstraps a one-node cluster over the API,
+//! throwaway network namespace next to a stand-in for cairn-init's D-Bus
+//! interface (node info asks init for the boot status), bootstraps a one-node cluster over the API,
 //! issues a reader certificate, and starts Debian's nginx in the same
 //! namespace with the node's certificate, the cluster CA and the NodeInfo
 //! body cairnd served. Then it alternates rounds of 8 closed-loop clients
 //! against each: first with a new TCP + TLS 1.3 connection per request
 //! (the numbers the issue asks for), then with keep-alive. It samples
 //! cairnd's RSS throughout. Output: a table on stdout and JSON in
-//! `target/qemu-tests/api-bench.json`. Exits non-zero if any request
-//! failed.
+//! `target/qemu-tests/api-bench.json`; cairnd's console and nginx's files
+//! stay in `target/qemu-tests/logs/api-bench/`. Exits non-zero if any
+//! request failed.
 //!
 //! Needs root (network namespaces) and nginx (`apt-get install nginx`;
 //! `scripts/bench` installs it with services disabled).
@@ -60,10 +62,11 @@ struct Args {
     /// Skip the keep-alive table.
     #[arg(long)]
     no_keep_alive: bool,
-    /// Serve a stand-in for cairn-init's D-Bus interface, so every node
-    /// info call makes the `BootStatus` round trip it makes on a node.
+    /// Run without the stand-in for cairn-init's D-Bus interface. cairnd
+    /// then finds no init socket and retries the connect on every node
+    /// info call; on a node cairn-init is always there.
     #[arg(long)]
-    with_init: bool,
+    no_init: bool,
     /// A cairnd binary to measure instead of building the release one.
     #[arg(long)]
     cairnd: Option<PathBuf>,
@@ -150,11 +153,19 @@ fn run(args: &Args) -> Result<bool> {
 
     let ns = BenchNamespace::create().context("creating the network namespace")?;
     say(&format!("network namespace {}", ns.name()));
-    let cairnd_log = dir.path().join("cairnd.log");
+    // Logs outlive the run (the state, with its keys, does not).
+    let log_dir = paths::test_log_dir("api-bench");
+    match std::fs::remove_dir_all(&log_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("clearing {}", log_dir.display())),
+    }
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let cairnd_log = log_dir.join("cairnd.log");
     let init_socket = dir.path().join("init.sock");
-    // Without --with-init nothing listens there: node info then reports
-    // the boot entry as unknown and skips the D-Bus round trip.
-    let fake_init = if args.with_init {
+    // With --no-init nothing listens there: node info then reports the
+    // boot entry as unknown.
+    let fake_init = if !args.no_init {
         Some(FakeInit::start(&init_socket).context("starting the fake init")?)
     } else {
         None
@@ -175,7 +186,7 @@ fn run(args: &Args) -> Result<bool> {
         spawned.elapsed().as_secs_f64()
     ));
 
-    let nginx_dir = dir.path().join("nginx");
+    let nginx_dir = log_dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir).context("creating nginx's directory")?;
     let setup = Setup {
         ns: &ns,
@@ -200,7 +211,10 @@ fn run(args: &Args) -> Result<bool> {
         Ok(measured) => measured,
         Err(e) => {
             let tail = tail(&cairnd_log, 30);
-            return Err(e.context(format!("cairnd log tail:\n{tail}")));
+            return Err(e.context(format!(
+                "cairnd log tail ({}):\n{tail}",
+                cairnd_log.display()
+            )));
         }
     };
     let report = Report {
@@ -218,10 +232,10 @@ fn run(args: &Args) -> Result<bool> {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
-            init: if args.with_init {
-                "fake init answering BootStatus over D-Bus".to_owned()
+            init: if args.no_init {
+                "none (boot status unknown; a failed connect per call)".to_owned()
             } else {
-                "none (boot status unknown, no D-Bus call)".to_owned()
+                "stand-in answering BootStatus over D-Bus".to_owned()
             },
         },
         modes,
@@ -378,14 +392,14 @@ async fn bench(args: &Args, setup: &Setup<'_>, agent: &mut ChildGuard) -> Result
     }
     let info: NodeInfo = serde_json::from_slice(&body).context("GET /v1/node is not NodeInfo")?;
     let init_answered = info.boot.firmware == "uefi";
-    if init_answered != args.with_init {
+    if init_answered == args.no_init {
         bail!(
             "node info's boot firmware is {:?}: the fake init was {}",
             info.boot.firmware,
-            if args.with_init {
-                "not reached"
-            } else {
+            if args.no_init {
                 "unexpectedly answering"
+            } else {
+                "not reached"
             }
         );
     }
