@@ -95,6 +95,9 @@ pub fn boot(sys: &mut dyn Sys, log: &Log, sys_root: &Path, state_wait: Duration)
             "loaded {n} fixed and {hw} hardware kernel modules"
         ));
     }
+    for e in crate::mounts::mount_pseudo(sys, crate::mounts::Phase::AfterModules) {
+        log.error(format_args!("{}", chain(&e)));
+    }
 
     let state_part = wait_for_state(sys, log, loader.as_mut(), sys_root, state_wait);
     if let Some(esp) = state::find_by_partname(sys, sys_root, ESP_LABEL).first() {
@@ -601,7 +604,7 @@ fn describe(status: WaitStatus) -> String {
 pub fn run() -> ! {
     let mut sys = RealSys;
     let early = Log::stderr();
-    let mount_errors = crate::mounts::mount_pseudo(&mut sys);
+    let mount_errors = crate::mounts::mount_pseudo(&mut sys, crate::mounts::Phase::Early);
     let log = Arc::new(Log::open());
     for e in &mount_errors {
         log.error(format_args!("{}", chain(e)));
@@ -678,5 +681,42 @@ mod tests {
         assert!(matches!(booted.state, StateMount::Tmpfs { .. }));
         assert!(booted.loader.is_none(), "no module index in this fake");
         assert!(sys.dirs.contains(Path::new("/var/lib/cairn")));
+    }
+
+    #[test]
+    fn efivarfs_is_mounted_after_the_fixed_modules_are_loaded() {
+        let mut sys = FakeSys::new();
+        sys.dirs.insert("/sys/firmware/efi".into());
+        sys.dirs.insert("/sys/class/block".into());
+        let release = nix::sys::utsname::uname()
+            .unwrap()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let modroot = format!("/lib/modules/{release}");
+        sys.file(
+            &format!("{modroot}/modules.dep"),
+            "kernel/fs/efivarfs/efivarfs.ko:\n",
+        );
+        sys.file(&format!("{modroot}/modules.alias"), "");
+        sys.file(&format!("{modroot}/kernel/fs/efivarfs/efivarfs.ko"), "ko");
+        sys.file(MODULES_LOAD_LIST, "efivarfs\n");
+        boot(
+            &mut sys,
+            &Log::stderr(),
+            Path::new("/sys"),
+            Duration::from_secs(1),
+        );
+        let position =
+            |wanted: &dyn Fn(&crate::sys::fake::Call) -> bool| sys.calls.iter().position(wanted);
+        let loaded = position(
+            &|c| matches!(c, crate::sys::fake::Call::LoadModule(p) if p.ends_with("efivarfs.ko")),
+        )
+        .expect("the efivarfs module is loaded");
+        let mounted = position(
+            &|c| matches!(c, crate::sys::fake::Call::Mount { fstype, .. } if fstype == "efivarfs"),
+        )
+        .expect("efivarfs is mounted");
+        assert!(loaded < mounted, "module first, then the mount");
     }
 }
