@@ -187,7 +187,7 @@ pub fn render_table(report: &Report) -> String {
     if let Some(init) = report.init_calls {
         let _ = writeln!(
             out,
-            "fake init: answered {} BootStatus calls for {} node info requests",
+            "init stand-in: {} BootStatus call(s) answered for {} node info requests (cairnd keeps the answer)",
             init.answered, init.node_info_requests
         );
     }
@@ -377,7 +377,9 @@ mod tests {
         assert!(table.contains("cairnd RSS: 9.5 MB at rest before load, 12.0 MB peak under load, 10.0 MB at rest after"), "{table}");
         assert!(table.contains("full handshake"), "{table}");
         assert!(
-            table.contains("fake init: answered 2990 BootStatus calls for 3000 node info requests"),
+            table.contains(
+                "init stand-in: 2990 BootStatus call(s) answered for 3000 node info requests"
+            ),
             "{table}"
         );
     }
