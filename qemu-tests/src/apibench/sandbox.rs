@@ -11,9 +11,10 @@
 //!
 //! Every value here cleans up in `Drop`: children get SIGTERM, then
 //! SIGKILL; the namespace's remaining processes are killed and the
-//! namespace deleted, also when the bench fails or panics. A bench killed
-//! with SIGKILL leaves its namespace behind; the next run deletes
-//! `cairnb-*` namespaces whose pid is gone.
+//! namespace deleted, also when the bench fails or panics. SIGINT, SIGTERM
+//! and SIGHUP do the same through [`BenchNamespace::teardown_on_signal`].
+//! A bench killed with SIGKILL leaves its namespace behind; the next run
+//! deletes `cairnb-*` namespaces whose pid is gone.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -111,6 +112,50 @@ impl BenchNamespace {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// On SIGINT, SIGTERM or SIGHUP, kills everything in the namespace,
+    /// deletes it and `extra_dirs`, and exits with 130. Without this an
+    /// interrupted bench would leave cairnd and nginx running (no `Drop`
+    /// runs when a signal ends the process). The handlers are tokio's, so
+    /// the children (which exec) start with default signal handling.
+    ///
+    /// # Errors
+    /// The I/O error if the watcher's runtime or thread cannot start.
+    pub fn teardown_on_signal(&self, extra_dirs: Vec<PathBuf>) -> Result<(), std::io::Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Registered here, before returning, so no signal slips through
+        // between this call and the watcher thread starting.
+        let (mut interrupt, mut terminate, mut hangup) = {
+            let _entered = runtime.enter();
+            (
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
+            )
+        };
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name("signal-teardown".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                        _ = hangup.recv() => {}
+                    }
+                });
+                eprintln!("cairn-api-bench: interrupted; removing network namespace {name}");
+                teardown(&name);
+                for dir in extra_dirs {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                std::process::exit(130);
+            })?;
+        Ok(())
     }
 
     /// A command that runs `program` inside the namespace with a private

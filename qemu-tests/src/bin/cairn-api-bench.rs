@@ -152,6 +152,8 @@ fn run(args: &Args) -> Result<bool> {
     .context("writing the machine config")?;
 
     let ns = BenchNamespace::create().context("creating the network namespace")?;
+    ns.teardown_on_signal(vec![dir.path().to_path_buf()])
+        .context("watching for SIGINT and SIGTERM")?;
     say(&format!("network namespace {}", ns.name()));
     // Logs outlive the run (the state, with its keys, does not).
     let log_dir = paths::test_log_dir("api-bench");
