@@ -591,3 +591,66 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
         });
     });
 }
+
+#[test]
+fn node_info_does_not_wait_for_a_stuck_init() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            state.join("config.toml"),
+            format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
+        )
+        .unwrap();
+        let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
+        runtime().block_on(async {
+            // An init that accepts connections and never says a word.
+            let listener = tokio::net::UnixListener::bind(dir.path().join("init.sock")).unwrap();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                }
+            });
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let agent = tokio::spawn(nodeagent::agent::run_until(
+                agent_options(dir.path(), &journal),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            let anyone = Client::maintenance();
+            wait_for_api(&anyone).await;
+            let key = csr("alice");
+            let boot: BootstrapResponse = anyone
+                .json(
+                    "POST",
+                    "/v1/cluster/bootstrap",
+                    Some(&serde_json::json!({
+                        "setup_token": SETUP_TOKEN,
+                        "admin_name": "alice",
+                        "admin_csr_pem": key.csr_pem,
+                    })),
+                )
+                .await;
+            let admin = Client::member(&boot.admin.ca_pem, Some(&with_key(&boot.admin, &key)));
+            let asked = std::time::Instant::now();
+            let info: NodeInfo = admin.json("GET", "/v1/node", None).await;
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                asked.elapsed()
+            );
+            assert_eq!(info.boot.counter, "unknown");
+            let (status, text) = admin.call("POST", "/v1/node/reboot", None).await;
+            assert_eq!(
+                error_of(status, &text).code,
+                ErrorCode::Unavailable,
+                "{text}"
+            );
+            stop_agent(stop, agent).await;
+        });
+    });
+}

@@ -35,6 +35,8 @@ pub const ADMIN_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 /// See [`MIN_CERT_TTL`].
 pub const MAX_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// How long a call to cairn-init may take before the API gives up on it.
+const INIT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a power request waits before asking init, so its response
 /// gets out first.
 const POWER_DELAY: Duration = Duration::from_millis(300);
@@ -103,15 +105,19 @@ fn boot_info(status: Option<std::collections::HashMap<String, String>>) -> BootI
 }
 
 async fn node_info(State(state): Shared) -> Json<NodeInfo> {
-    let boot = state
-        .boot_status
-        .get_or_try_init(|| async {
+    // A missing or stuck init must not hold node info up: after the
+    // deadline the boot fields read "unknown" and the next call asks again.
+    let boot = tokio::time::timeout(
+        INIT_DEADLINE,
+        state.boot_status.get_or_try_init(|| async {
             let bus = InitBus::connect(&state.options.init_socket).await?;
             bus.boot_status().await
-        })
-        .await
-        .ok()
-        .cloned();
+        }),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .cloned();
     let (cluster, certificates) = state.read_mode(|mode| match mode {
         Mode::Member(m) => {
             let ca = certificate_info("cluster-ca", m.ca.cert_pem());
@@ -139,7 +145,7 @@ async fn node_info(State(state): Shared) -> Json<NodeInfo> {
         addresses: system::addresses(&status),
         uptime_s: system::uptime().as_secs(),
         kernel: system::kernel_release(),
-        boot_id: system::boot_id(&state.options.proc_root),
+        boot_id: state.boot_id.clone(),
         boot: boot_info(boot),
         cluster,
         certificates,
@@ -270,8 +276,17 @@ async fn power(
     state: &ServerState,
     action: Power,
 ) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
-    let bus = InitBus::connect(&state.options.init_socket)
+    let bus = tokio::time::timeout(INIT_DEADLINE, InitBus::connect(&state.options.init_socket))
         .await
+        .map_err(|_| {
+            Failure::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "cairn-init did not answer within {} s",
+                    INIT_DEADLINE.as_secs()
+                ),
+            )
+        })?
         .map_err(|e| Failure::new(ErrorCode::Unavailable, error_chain(&e)))?;
     let name = match action {
         Power::Reboot => "reboot",
@@ -292,7 +307,7 @@ async fn power(
         StatusCode::ACCEPTED,
         Json(PowerResponse {
             action: name.to_owned(),
-            boot_id: system::boot_id(&state.options.proc_root),
+            boot_id: state.boot_id.clone(),
         }),
     ))
 }

@@ -143,6 +143,8 @@ pub struct ServerState {
     config: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
     journal: Option<Journal>,
+    /// This boot's id, read once.
+    boot_id: String,
     /// What the boot loader said; it does not change within a boot.
     boot_status: tokio::sync::OnceCell<std::collections::HashMap<String, String>>,
     /// One bootstrap, renewal or config apply at a time.
@@ -266,6 +268,7 @@ impl ServerState {
                 });
             }
         };
+        let boot_id = system::boot_id(&options.proc_root);
         Ok(Self {
             options,
             mode: RwLock::new(mode),
@@ -274,6 +277,7 @@ impl ServerState {
             config,
             report,
             journal,
+            boot_id,
             boot_status: tokio::sync::OnceCell::new(),
             changes: tokio::sync::Mutex::new(()),
         })
