@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::pki::{Fingerprint, IssuedCert};
+use rustls::ClientConfig;
 use rustls::client::Resumption;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -60,77 +59,16 @@ pub fn member_config(
 }
 
 /// A maintenance-mode client: accepts only the certificate with `pinned`
-/// fingerprint, presents none.
+/// fingerprint (the cluster PKI's pinning verifier, as the CLI uses it),
+/// presents none, never resumes.
 ///
 /// # Errors
 /// [`ClientConfigError`] if rustls refuses TLS 1.3.
 pub fn pinned_config(pinned: Fingerprint) -> Result<Arc<ClientConfig>, ClientConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(ClientConfigError::Rustls)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServer { pinned, provider }))
-        .with_no_client_auth();
+    let (mut config, _seen) =
+        cluster::pki::tls::pinned_config(Some(pinned)).map_err(ClientConfigError::Rustls)?;
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
-}
-
-/// Accepts exactly one end-entity certificate, by SHA-256 fingerprint, and
-/// still verifies the handshake signature with it.
-#[derive(Debug)]
-struct PinnedServer {
-    pinned: Fingerprint,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedServer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if Fingerprint::of_der(end_entity) == self.pinned {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server certificate is not the pinned {}",
-                self.pinned
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// One request failed.
