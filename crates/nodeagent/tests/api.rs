@@ -295,20 +295,27 @@ async fn stop_agent(
         .unwrap();
 }
 
+/// Inside a fresh namespace: loopback up, a state directory whose applied
+/// config sets [`SETUP_TOKEN`], and an open journal.
+fn prepare_node() -> (tempfile::TempDir, PathBuf, Journal) {
+    common::ip("link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("config.toml"),
+        format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
+    )
+    .unwrap();
+    let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
+    (dir, state, journal)
+}
+
 #[test]
 fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
     in_fresh_netns(|| {
-        common::ip("link set lo up");
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(
-            state.join("config.toml"),
-            format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
-        )
-        .unwrap();
+        let (dir, state, journal) = prepare_node();
         let init = FakeInit::default();
-        let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
         runtime().block_on(async {
             tokio::spawn(serve_fake_init(dir.path().join("init.sock"), init.clone()));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -595,16 +602,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
 #[test]
 fn node_info_does_not_wait_for_a_stuck_init() {
     in_fresh_netns(|| {
-        common::ip("link set lo up");
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(
-            state.join("config.toml"),
-            format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
-        )
-        .unwrap();
-        let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
+        let (dir, _state, journal) = prepare_node();
         runtime().block_on(async {
             // An init that accepts connections and never says a word.
             let listener = tokio::net::UnixListener::bind(dir.path().join("init.sock")).unwrap();
