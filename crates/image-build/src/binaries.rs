@@ -24,6 +24,9 @@ use crate::tools::{HostTool, ToolError};
 
 /// The target triple the static binaries are built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile the shipped binaries are built with (see the
+/// workspace `Cargo.toml`).
+pub const PROFILE: &str = "image";
 /// The binary that becomes `/init`.
 pub const INIT_BIN: &str = "cairn-init";
 /// The node agent, `/usr/bin/cairnd`.
@@ -169,16 +172,15 @@ pub fn workspace_root() -> Option<PathBuf> {
     manifest.parent().map(Path::to_owned)
 }
 
-/// Builds `init`, `nodeagent` and `cli` as static release binaries with
-/// cargo and returns them. Cargo's own output goes to our stderr so its progress
+/// Builds `init`, `nodeagent` and `cli` as static binaries with cargo's
+/// `image` profile (release with fat LTO) and returns them. Cargo's own output goes to our stderr so its progress
 /// shows; the artifact paths come from its JSON messages, so a custom
 /// `CARGO_TARGET_DIR` works too.
 ///
 /// The client is built by a second cargo run on purpose: cargo unifies the
-/// features of a shared dependency across every package of one run, and
-/// the client's TLS features of `reqwest` would then change the node
-/// agent's plain-HTTP `reqwest` (it would demand a rustls crypto provider
-/// cairnd never installs). Two runs build each the way `cargo build -p`
+/// features of a shared dependency across every package of one run, so
+/// the client's `reqwest` and `clap` features would be compiled into the
+/// node's binaries too. Two runs build each the way `cargo build -p`
 /// builds it alone.
 pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError> {
     let node = cargo_build_static(workspace, &["init", "nodeagent"])?;
@@ -199,14 +201,14 @@ pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError
     })
 }
 
-/// One `cargo build --release --target TARGET -p <package>...` with static
-/// linking; returns cargo's JSON messages.
+/// One `cargo build --profile image --target TARGET -p <package>...` with
+/// static linking; returns cargo's JSON messages.
 fn cargo_build_static(workspace: &Path, packages: &[&str]) -> Result<String, BinariesError> {
     let cargo = HostTool::Cargo.locate().map_err(BinariesError::Cargo)?;
     let mut command = std::process::Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--release", "--target", TARGET]);
+        .args(["build", "--profile", PROFILE, "--target", TARGET]);
     for package in packages {
         command.args(["-p", package]);
     }

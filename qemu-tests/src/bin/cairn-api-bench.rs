@@ -269,15 +269,17 @@ fn run(args: &Args) -> Result<bool> {
     Ok(!report.has_errors())
 }
 
-/// `cargo build --release -p nodeagent --bin cairnd`, returning the binary.
+/// `cargo build --profile image -p nodeagent --bin cairnd` (the profile the
+/// image ships), returning the binary.
 fn build_cairnd() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    say("building cairnd: cargo build --release --locked -p nodeagent --bin cairnd");
+    say("building cairnd: cargo build --profile image --locked -p nodeagent --bin cairnd");
     let status = Command::new(cargo)
         .current_dir(paths::workspace_root())
         .args([
             "build",
-            "--release",
+            "--profile",
+            "image",
             "--locked",
             "-p",
             "nodeagent",
@@ -289,7 +291,7 @@ fn build_cairnd() -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of cairnd failed with {status}");
     }
-    let binary = paths::target_dir().join("release").join("cairnd");
+    let binary = paths::target_dir().join("image").join("cairnd");
     if !binary.is_file() {
         bail!("cargo built cairnd but {} is not there", binary.display());
     }
