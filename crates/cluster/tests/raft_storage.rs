@@ -389,7 +389,7 @@ fn save_snapshot_refuses_snapshots_it_cannot_stand_behind() {
 }
 
 #[test]
-fn snapshot_returns_the_saved_one_unless_it_is_older_than_requested_or_missing() {
+fn snapshot_returns_the_saved_one_unless_it_is_missing_older_than_requested_or_without_the_peer() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store_with_ten_entries(dir.path());
     assert_eq!(
@@ -408,6 +408,21 @@ fn snapshot_returns_the_saved_one_unless_it_is_older_than_requested_or_missing()
             raft::StorageError::SnapshotTemporarilyUnavailable
         ))
     );
+    // Node 4 joined after the snapshot; it would refuse one without itself.
+    assert_eq!(
+        store.snapshot(0, 4),
+        Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable
+        ))
+    );
+    let learner = ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        ..ConfState::default()
+    };
+    let with_learner = snapshot(7, 1, learner, b"state at 7");
+    store.save_snapshot(&with_learner, 1).unwrap();
+    assert_eq!(store.snapshot(0, 4).unwrap(), with_learner);
 }
 
 #[test]

@@ -42,6 +42,19 @@
 //! `fdatasync` on sled's log file and `fsync` on each new blob file (and the
 //! blob directory) after every flush.
 //!
+//! # What the replica owes the store
+//!
+//! - Every `Ready` is persisted with one [`LogWrite`] before its persisted
+//!   messages go out, and the `LightReady` commit index is persisted too (a
+//!   hard state with the new commit): [`LogStore::save_snapshot`] refuses a
+//!   snapshot beyond the persisted commit index, and a restart must not find
+//!   applied entries that are not committed on disk.
+//! - After applying a conf change that adds a node, save a snapshot that names
+//!   it: raft-rs followers refuse a snapshot whose conf state leaves them out,
+//!   so `Storage::snapshot(_, to)` withholds such a snapshot from `to`.
+//! - [`LogStore::open`] blocks (it may wait for sled's directory lock), and so
+//!   does every write (it syncs the disk).
+//!
 //! On open the whole log is read once: every entry is decoded, checked to sit
 //! under its own index, and the log is checked to have no holes. A damaged
 //! value is a typed [`StorageError`] naming the record, never a panic, so a
@@ -757,19 +770,40 @@ impl raft::Storage for LogStore {
         Ok(self.state.last_index)
     }
 
-    /// The saved snapshot. `SnapshotTemporarilyUnavailable` when it is older
-    /// than `request_index`, or when none was saved yet: raft would abort on
-    /// an empty snapshot, and retries later on this error while the replica
-    /// makes one.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let index = self.state.snapshot.index;
-        if index == 0 || index < request_index {
+    /// The saved snapshot, for peer `to`. `SnapshotTemporarilyUnavailable`
+    /// (raft skips the peer and retries on its next append) when:
+    /// - none was saved yet: raft would abort on an empty snapshot;
+    /// - it is older than `request_index`;
+    /// - its conf state does not name `to`: raft-rs followers refuse such a
+    ///   snapshot, so a node added after the last snapshot would be sent the
+    ///   same useless snapshot forever. The replica must save a new snapshot
+    ///   once the conf change that added the node is applied.
+    ///
+    /// `to == 0` (no peer, raft's INVALID_ID) skips the last check.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let meta = &self.state.snapshot;
+        let unavailable = meta.index == 0
+            || meta.index < request_index
+            || (to != 0 && !conf_state_names(meta.get_conf_state(), to));
+        if unavailable {
             return Err(raft::Error::Store(
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
         Ok(self.snapshot_data()?)
     }
+}
+
+/// Whether `id` is a voter or learner on either side of a (joint) config.
+fn conf_state_names(conf_state: &ConfState, id: u64) -> bool {
+    [
+        &conf_state.voters,
+        &conf_state.learners,
+        &conf_state.voters_outgoing,
+        &conf_state.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&id))
 }
 
 fn encode<M: protobuf::Message>(key: RecordKey, message: &M) -> Result<Vec<u8>, StorageError> {
