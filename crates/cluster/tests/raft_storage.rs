@@ -742,3 +742,99 @@ proptest! {
         check_agreement(&reopened, &model, max_size)?;
     }
 }
+
+#[test]
+fn a_snapshot_too_big_for_sleds_inline_pages_survives_a_reopen() {
+    // sled moves pages over ~128 KiB into files under blobs/, which its
+    // flush never syncs; the store syncs them itself.
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let snap = snapshot(20, 2, voters(&[1, 2, 3]), &data);
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store
+            .write(LogWrite {
+                snapshot: Some(&snap),
+                ..LogWrite::default()
+            })
+            .unwrap();
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+    assert!(blobs > 0, "the snapshot was stored as a blob");
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.snapshot_data().unwrap(), snap);
+    assert_eq!(store.snapshot(20, 3).unwrap(), snap);
+}
+
+/// Set in the child process of the kill -9 test.
+const CRASH_CHILD_DIR: &str = "CAIRN_LOG_STORE_CRASH_CHILD_DIR";
+
+#[test]
+fn every_acknowledged_write_survives_kill_9_of_the_writing_process() {
+    if let Some(dir) = std::env::var_os(CRASH_CHILD_DIR) {
+        // The child: append one entry per write and print the index once
+        // write() returned, until killed.
+        use std::io::Write as _;
+        let mut store = LogStore::open(Path::new(&dir)).unwrap();
+        let mut index = store.last_index().unwrap();
+        let mut stdout = std::io::stdout();
+        // Bounded, so a parent that died early leaves no writer behind.
+        for _ in 0..100_000 {
+            index += 1;
+            store
+                .write(LogWrite {
+                    entries: &[entry(index, 1)],
+                    hard_state: Some(&hard_state(1, 1, index)),
+                    ..LogWrite::default()
+                })
+                .unwrap();
+            writeln!(stdout, "acked {index}").unwrap();
+            stdout.flush().unwrap();
+        }
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "every_acknowledged_write_survives_kill_9_of_the_writing_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_CHILD_DIR, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut acked = 0;
+        // Kill it somewhere in the middle of a write, after a few hundred.
+        while acked < 200 + round * 50 {
+            let line = lines.next().expect("child still writing").unwrap();
+            if let Some(index) = line.strip_prefix("acked ") {
+                acked = index.parse().unwrap();
+            }
+        }
+        child.kill().unwrap();
+        for line in lines.map_while(Result::ok) {
+            if let Some(index) = line.strip_prefix("acked ") {
+                acked = index.parse().unwrap();
+            }
+        }
+        child.wait().unwrap();
+
+        let store = LogStore::open(dir.path()).unwrap();
+        let last = store.last_index().unwrap();
+        assert!(last >= acked, "round {round}: acked {acked}, found {last}");
+        assert!(store.hard_state().commit >= acked);
+        let log = all_entries(&store);
+        assert_eq!(log.len() as u64, last);
+        assert!(
+            log.iter()
+                .enumerate()
+                .all(|(i, e)| e.index == i as u64 + 1 && e == &entry(e.index, 1))
+        );
+    }
+}
