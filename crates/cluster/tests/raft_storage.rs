@@ -85,6 +85,13 @@ fn store_with_ten_entries(dir: &Path) -> LogStore {
 }
 
 #[test]
+fn the_store_can_move_into_the_replica_task() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<LogStore>();
+    assert_send_sync::<StorageError>();
+}
+
+#[test]
 fn a_new_store_is_empty_and_starts_at_index_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open(dir.path()).unwrap();

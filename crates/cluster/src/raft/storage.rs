@@ -96,8 +96,11 @@ const KEY_ENTRY: u8 = 0x10;
 pub enum RecordKey {
     HardState,
     ConfState,
+    /// The latest snapshot, metadata and data.
     Snapshot,
+    /// Index and term of the entry before the first one kept.
     LogFloor,
+    /// The log entry at this index.
     Entry(u64),
 }
 
@@ -513,6 +516,15 @@ impl LogStore {
         let state = load(&tree)?;
         let mut sync = DiskSync::open(dir)?;
         sync.sync_new_blobs()?;
+        tracing::info!(
+            dir = %dir.display(),
+            first_index = state.first_index(),
+            last_index = state.last_index,
+            commit = state.hard_state.commit,
+            term = state.hard_state.term,
+            snapshot_index = state.snapshot.index,
+            "raft log opened"
+        );
         Ok(LogStore {
             db,
             tree,
@@ -901,8 +913,13 @@ impl DiskSync {
             path: log_path.clone(),
             source,
         })?;
-        // sled created its files on open; make their names durable too.
+        // sled created its files on open, and `open` may have created `dir`:
+        // make their names durable, or a power cut could take the whole
+        // store with it after writes were acknowledged.
         sync_path(dir)?;
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            sync_path(parent)?;
+        }
         Ok(DiskSync {
             log_path,
             log_file,
