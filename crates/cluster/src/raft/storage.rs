@@ -82,6 +82,10 @@ pub const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 /// How long [`LogStore::open`] waits for sled's lock on the directory.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// The highest index a log may hold, so that `last + 1` and `floor + 1`
+/// never overflow, whatever a damaged record or a broken peer says.
+const MAX_INDEX: u64 = u64::MAX - 1;
+
 /// The one tree that holds every record.
 const TREE_NAME: &[u8] = b"raft-log";
 
@@ -203,6 +207,8 @@ pub enum StorageError {
     UnknownKey { key: Vec<u8> },
     #[error("the {key} holds entry {found}")]
     EntryIndexMismatch { key: RecordKey, found: u64 },
+    #[error("the {key} carries index {index}, beyond any log")]
+    IndexOutOfRange { key: RecordKey, index: u64 },
     #[error("the raft log holds entry {index} where entry {expected} was expected")]
     UnexpectedEntry { index: u64, expected: u64 },
     #[error("the raft log has no entry {index} although its last index is {last_index}")]
@@ -385,6 +391,12 @@ impl LogState {
         if index == 0 {
             return Err(StorageError::EmptySnapshot);
         }
+        if index > MAX_INDEX {
+            return Err(StorageError::IndexOutOfRange {
+                key: RecordKey::Snapshot,
+                index,
+            });
+        }
         if index < self.first_index() || index < self.snapshot.index {
             return Err(StorageError::SnapshotOutOfDate {
                 index,
@@ -419,7 +431,7 @@ impl LogState {
     /// are skipped).
     fn append(&mut self, entries: &[Entry], batch: &mut sled::Batch) -> Result<bool, StorageError> {
         for (previous, next) in entries.iter().zip(entries.iter().skip(1)) {
-            if next.index != previous.index + 1 {
+            if previous.index.checked_add(1) != Some(next.index) {
                 return Err(StorageError::NonConsecutiveEntries {
                     previous: previous.index,
                     index: next.index,
@@ -428,9 +440,15 @@ impl LogState {
         }
         // Entries at or below the floor are covered by a snapshot already.
         let skip = entries.partition_point(|entry| entry.index < self.first_index());
-        let Some(first) = entries.get(skip) else {
+        let (Some(first), Some(last)) = (entries.get(skip), entries.last()) else {
             return Ok(false);
         };
+        if last.index > MAX_INDEX {
+            return Err(StorageError::IndexOutOfRange {
+                key: RecordKey::Entry(last.index),
+                index: last.index,
+            });
+        }
         if first.index > self.last_index + 1 {
             return Err(StorageError::Gap {
                 index: first.index,
@@ -874,6 +892,20 @@ fn load(tree: &sled::Tree) -> Result<LogState, StorageError> {
         }
     }
 
+    let out_of_range = [
+        (RecordKey::LogFloor, floor.index),
+        (RecordKey::Snapshot, snapshot.index),
+    ]
+    .into_iter()
+    .chain(
+        entries
+            .last()
+            .map(|&(index, _)| (RecordKey::Entry(index), index)),
+    )
+    .find(|&(_, index)| index > MAX_INDEX);
+    if let Some((key, index)) = out_of_range {
+        return Err(StorageError::IndexOutOfRange { key, index });
+    }
     // Keys sort by kind, so the floor is known before the entries are checked.
     let mut terms = TermRuns::starting_at(floor.index, floor.term);
     let mut expected = floor.index + 1;
@@ -1175,6 +1207,33 @@ mod tests {
     }
 
     #[test]
+    fn a_log_floor_at_the_end_of_the_index_space_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_small_log(dir.path());
+        let floor = Entry {
+            index: u64::MAX,
+            term: 1,
+            ..Entry::default()
+        };
+        tamper(
+            dir.path(),
+            &RecordKey::LogFloor.to_bytes(),
+            Some(&floor.write_to_bytes().unwrap()),
+        );
+        let error = LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StorageError::IndexOutOfRange {
+                    key: RecordKey::LogFloor,
+                    index: u64::MAX
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_refused_on_open() {
         let dir = tempfile::tempdir().unwrap();
         write_small_log(dir.path());
@@ -1184,6 +1243,41 @@ mod tests {
             matches!(error, StorageError::UnknownKey { .. }),
             "{error:?}"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        /// Whatever bytes a damaged disk leaves under a record, open either
+        /// accepts them as a valid log or names what is wrong; it never panics.
+        #[test]
+        fn arbitrary_bytes_under_any_record_never_panic_on_open(
+            which in 0..7usize,
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            write_small_log(dir.path());
+            let key = [
+                RecordKey::HardState,
+                RecordKey::ConfState,
+                RecordKey::Snapshot,
+                RecordKey::LogFloor,
+                RecordKey::Entry(1),
+                RecordKey::Entry(5),
+                RecordKey::Entry(6),
+            ][which];
+            tamper(dir.path(), &key.to_bytes(), Some(&value));
+            if let Ok(store) = LogStore::open(dir.path()) {
+                // Accepted: then every Storage call answers without panicking.
+                let first = store.first_index().unwrap();
+                let last = store.last_index().unwrap();
+                for index in first.saturating_sub(1)..=last + 1 {
+                    drop(store.term(index));
+                }
+                drop(store.entries(first, last + 1, None, GetEntriesContext::empty(false)));
+                drop(store.snapshot(0, 1));
+            }
+        }
     }
 
     #[test]
