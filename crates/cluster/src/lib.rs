@@ -33,4 +33,5 @@
 #![forbid(unsafe_code)]
 
 pub mod pki;
+pub mod raft;
 pub mod store;
