@@ -33,3 +33,4 @@
 #![forbid(unsafe_code)]
 
 pub mod pki;
+pub mod transport;
