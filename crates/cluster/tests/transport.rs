@@ -16,7 +16,7 @@ use raft::eraftpb::{Message, MessageType, Snapshot};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
@@ -56,10 +56,11 @@ fn client_cert(ca: &CertificateAuthority, user: &str, role: Role) -> IssuedCert 
     .expect("client cert")
 }
 
-/// An address on which nothing listens.
-async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
-    listener.local_addr().expect("addr")
+/// An address on which nothing listens: a privileged port no test binds.
+/// (A port freed by dropping a listener could be handed to another
+/// transport in the same run, whose refusals would skew the counters.)
+fn dead_addr() -> SocketAddr {
+    SocketAddr::new(LOCALHOST, 1)
 }
 
 struct Node {
@@ -277,7 +278,7 @@ async fn clients_without_a_node_certificate_are_refused_before_any_message_is_de
     let ca = new_ca();
     let other_ca = new_ca();
     let mut directory = PeerDirectory::new();
-    directory.insert(1, name("node-1"), dead_addr().await);
+    directory.insert(1, name("node-1"), dead_addr());
     let mut server = start_at(
         &ca,
         &node_cert(&ca, "node-2"),
@@ -342,8 +343,8 @@ async fn clients_without_a_node_certificate_are_refused_before_any_message_is_de
 async fn served_with_raw_node_client() -> (Node, TlsStream<TcpStream>) {
     let ca = new_ca();
     let mut directory = PeerDirectory::new();
-    directory.insert(1, name("node-1"), dead_addr().await);
-    directory.insert(3, name("node-3"), dead_addr().await);
+    directory.insert(1, name("node-1"), dead_addr());
+    directory.insert(3, name("node-3"), dead_addr());
     let server = start_at(
         &ca,
         &node_cert(&ca, "node-2"),
@@ -475,10 +476,32 @@ async fn a_peer_that_is_down_is_reported_unreachable_and_reached_again_when_it_r
 }
 
 #[tokio::test]
+async fn a_removed_peer_is_no_longer_heard() {
+    let ca = new_ca();
+    let mut nodes = mesh(&ca, &[1, 2]).await;
+    let mut b = nodes.pop().expect("b");
+    let a = nodes.pop().expect("a");
+    a.transport.send(append(1, 2, 1));
+    assert_eq!(
+        next_message(&mut b.inbox).await.expect("delivered").index,
+        1
+    );
+    let rejected_before = b.transport.stats().rejected_connections;
+
+    b.transport.remove_peer(1);
+    a.transport.send(append(1, 2, 2));
+    wait_for_stats(&b.transport, |s| s.rejected_connections > rejected_before).await;
+    no_message_for(&mut b.inbox, Duration::from_millis(500)).await;
+    assert_eq!(b.transport.stats().received, 1);
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
+}
+
+#[tokio::test]
 async fn send_never_blocks_while_the_peer_is_down_and_counts_what_it_drops() {
     let ca = new_ca();
     let mut directory = PeerDirectory::new();
-    directory.insert(2, name("node-2"), dead_addr().await);
+    directory.insert(2, name("node-2"), dead_addr());
     let mut a = start_at(
         &ca,
         &node_cert(&ca, "node-1"),

@@ -18,9 +18,10 @@
 //!   extensions. Raft has one route, `POST /raft/v1/stream`: a long-lived
 //!   request per sender → receiver direction whose body is a stream of
 //!   frames. The sender declares its Raft id in the [`SENDER_HEADER`]; the
-//!   directory must map that id to the node name in the certificate, and
-//!   every decoded message must carry that id as `from` and this node's id
-//!   as `to`. Later peer-port routes (image sharing) are merged in with
+//!   directory must map that id to the node name in the certificate (when
+//!   the stream opens and again for every chunk read, so
+//!   [`Transport::remove_peer`] silences a node at once), and every decoded
+//!   message must carry that id as `from` and this node's id as `to`. Later peer-port routes (image sharing) are merged in with
 //!   [`Transport::start_with_routes`] and read the same extension.
 //! - One peer task per remote node (`peer.rs`) owns a bounded queue
 //!   ([`PEER_QUEUE_MESSAGES`]), dials, opens the stream and writes frames as
@@ -43,6 +44,11 @@
 //! report raft-rs would leave the follower paused in snapshot state.
 //! Unreachable reports are hints and are dropped when the Raft loop's
 //! channel is full; snapshot reports are never dropped.
+//!
+//! Incoming messages wait for room in that channel. A Raft loop that falls
+//! behind therefore stops the server reading, TCP pushes back on the
+//! sender, and the sender's bounded queue drops (and counts) the excess:
+//! memory stays bounded on both sides.
 //!
 //! # Drops and their counters ([`TransportStats`])
 //!

@@ -35,6 +35,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; a cluster has a handful of members, each
 /// with one Raft stream, plus image transfers.
 const MAX_CONNECTIONS: usize = 256;
+/// A stream's read buffer is released after a frame larger than this.
+const RETAINED_BUFFER_BYTES: usize = 1 << 20;
 /// TCP keepalive on accepted connections, so a stream from a node that
 /// vanished without a FIN is reaped in about half a minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
@@ -231,6 +233,13 @@ async fn raft_stream(
                 Err(_) => continue,
             },
         };
+        // Membership may have changed since the stream opened: a node the
+        // directory no longer gives this id to stops being heard at once.
+        if !still_sender(&shared, from, &caller.node) {
+            Counters::bump(&counters.rejected_connections);
+            tracing::warn!(node = %caller.node, from, "raft stream closed: the sender left the directory");
+            return StatusCode::FORBIDDEN;
+        }
         buf.extend_from_slice(&chunk);
         let mut at = 0;
         loop {
@@ -278,5 +287,16 @@ async fn raft_stream(
             }
         }
         buf.drain(..at);
+        if buf.is_empty() && buf.capacity() > RETAINED_BUFFER_BYTES {
+            // Do not keep a snapshot-sized buffer per stream for good.
+            buf = Vec::new();
+        }
     }
+}
+
+fn still_sender(shared: &Shared, from: u64, caller: &SubjectName) -> bool {
+    shared
+        .directory()
+        .get(from)
+        .is_some_and(|peer| peer.name == *caller)
 }
