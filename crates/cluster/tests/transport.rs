@@ -230,6 +230,13 @@ async fn exchange(tls: &mut TlsStream<TcpStream>, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+#[test]
+fn the_handle_can_be_shared_between_tasks_and_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Transport>();
+    shareable::<TransportTls>();
+}
+
 #[tokio::test]
 async fn messages_flow_between_three_nodes_in_order_both_ways() {
     let ca = new_ca();
@@ -582,6 +589,18 @@ async fn snapshots_are_reported_written_or_failed() {
     );
     let got = next_message(&mut b.inbox).await.expect("snapshot arrives");
     assert_eq!(got, snap);
+
+    // A snapshot above the frame cap is never put on the wire; Raft hears
+    // that it failed.
+    let mut huge = snap.clone();
+    huge.mut_snapshot().data = vec![0u8; MAX_MESSAGE_BYTES + 1].into();
+    a.transport.send(huge);
+    assert!(
+        wait_for_event(&mut a.inbox, PeerEvent::SnapshotStatus { to: 2, ok: false }).await,
+        "no failure report for the oversized snapshot"
+    );
+    assert_eq!(a.transport.stats().dropped_oversized, 1);
+    no_message_for(&mut b.inbox, Duration::from_millis(300)).await;
 
     // For a peer nobody knows, the failure is reported right away.
     snap.to = 5;
