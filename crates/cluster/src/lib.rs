@@ -35,3 +35,4 @@
 pub mod pki;
 pub mod raft;
 pub mod store;
+pub mod transport;
