@@ -1,0 +1,271 @@
+//! The per-key search for a linearization (Wing & Gong's algorithm with
+//! Lowe's memoisation, as Porcupine runs it).
+//!
+//! Invocations and responses sit in one doubly linked list in time order.
+//! The search walks it from the front: at an invocation it tries to
+//! linearize that operation next (apply it to the model state); if that is
+//! legal and the pair (set of linearized operations, new state) has not
+//! been seen before, it commits, unlinks the operation's two entries and
+//! starts again at the front. Reaching a response means that operation
+//! must already have been linearized and was not, so the last commitment
+//! is undone and the walk resumes after it. The cache is what makes this
+//! fast: two interleavings that linearize the same operations into the
+//! same state have the same future, so the second is never explored.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+
+use crate::model::{Op, Outcome};
+
+/// One operation of a single key's sub-history, as the search sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spec<'a> {
+    pub(crate) call: u64,
+    /// `None`: the outcome is unknown, so the operation has no deadline
+    /// and may also never take effect.
+    pub(crate) ret: Option<u64>,
+    pub(crate) op: &'a Op,
+    pub(crate) outcome: &'a Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SearchResult {
+    Linearizable,
+    NotLinearizable,
+    /// The step budget ran out first.
+    Undecided,
+}
+
+/// Model state of one key: `ABSENT`, or the id of the write whose value
+/// the key holds. Values are unique per write, so the id is the value.
+type State = u64;
+const ABSENT: State = 0;
+/// A value no write on this key produced: no state ever equals it.
+const NEVER: State = State::MAX;
+
+#[derive(Debug, Clone, Copy)]
+enum Transition {
+    Write(State),
+    Read(State),
+    DeleteExisting,
+    DeleteAbsent,
+    DeleteEither,
+    Swap {
+        expected: State,
+        value: State,
+    },
+    Mismatch {
+        expected: State,
+    },
+    MaybeSwap {
+        expected: State,
+        value: State,
+    },
+    /// A result the operation cannot return; linearizing it is never legal.
+    Impossible,
+    /// A read whose result is unknown: legal anywhere, changes nothing.
+    Nothing,
+}
+
+impl Transition {
+    fn of(op: &Op, outcome: &Outcome, ids: &HashMap<&str, State>) -> Self {
+        let id = |value: &str| ids.get(value).copied().unwrap_or(NEVER);
+        let expected_state = |expected: &Option<String>| expected.as_deref().map_or(ABSENT, id);
+        match (op, outcome) {
+            (Op::Put { value }, Outcome::Ok | Outcome::Unknown) => Self::Write(id(value)),
+            (Op::Get, Outcome::Found { value }) => Self::Read(id(value)),
+            (Op::Get, Outcome::NotFound) => Self::Read(ABSENT),
+            (Op::Get, Outcome::Unknown) => Self::Nothing,
+            (Op::Delete, Outcome::Deleted) => Self::DeleteExisting,
+            (Op::Delete, Outcome::NotFound) => Self::DeleteAbsent,
+            (Op::Delete, Outcome::Unknown) => Self::DeleteEither,
+            (Op::CompareAndSet { expected, value }, Outcome::Ok) => Self::Swap {
+                expected: expected_state(expected),
+                value: id(value),
+            },
+            (Op::CompareAndSet { expected, .. }, Outcome::Conflict) => Self::Mismatch {
+                expected: expected_state(expected),
+            },
+            (Op::CompareAndSet { expected, value }, Outcome::Unknown) => Self::MaybeSwap {
+                expected: expected_state(expected),
+                value: id(value),
+            },
+            (
+                Op::Put { .. },
+                Outcome::Found { .. } | Outcome::NotFound | Outcome::Deleted | Outcome::Conflict,
+            )
+            | (Op::Get, Outcome::Ok | Outcome::Deleted | Outcome::Conflict)
+            | (Op::Delete, Outcome::Ok | Outcome::Found { .. } | Outcome::Conflict)
+            | (
+                Op::CompareAndSet { .. },
+                Outcome::Found { .. } | Outcome::NotFound | Outcome::Deleted,
+            ) => Self::Impossible,
+        }
+    }
+
+    fn apply(self, state: State) -> Option<State> {
+        match self {
+            Self::Write(value) => Some(value),
+            Self::Read(seen) => (state == seen).then_some(state),
+            Self::DeleteExisting => (state != ABSENT).then_some(ABSENT),
+            Self::DeleteAbsent => (state == ABSENT).then_some(ABSENT),
+            Self::DeleteEither => Some(ABSENT),
+            Self::Swap { expected, value } => (state == expected).then_some(value),
+            Self::Mismatch { expected } => (state != expected).then_some(state),
+            Self::MaybeSwap { expected, value } => {
+                Some(if state == expected { value } else { state })
+            }
+            Self::Impossible => None,
+            Self::Nothing => Some(state),
+        }
+    }
+}
+
+const NIL: usize = usize::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    prev: usize,
+    next: usize,
+    op: usize,
+    is_call: bool,
+}
+
+/// Linked list of invocation and response entries; node 0 is the head.
+/// Unlinking keeps a node's own pointers, so relinking in reverse order
+/// (dancing links) restores the list exactly.
+struct Entries {
+    nodes: Vec<Node>,
+}
+
+impl Entries {
+    fn unlink(&mut self, node: usize) {
+        let Node { prev, next, .. } = self.nodes[node];
+        self.nodes[prev].next = next;
+        if next != NIL {
+            self.nodes[next].prev = prev;
+        }
+    }
+
+    fn relink(&mut self, node: usize) {
+        let Node { prev, next, .. } = self.nodes[node];
+        self.nodes[prev].next = node;
+        if next != NIL {
+            self.nodes[next].prev = node;
+        }
+    }
+
+    fn first(&self) -> usize {
+        self.nodes[0].next
+    }
+}
+
+/// Searches for a linearization of `specs` (all on one key), trying at
+/// most `max_steps` operation applications.
+pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
+    let mut ids: HashMap<&str, State> = HashMap::new();
+    for spec in specs {
+        if let Some(value) = spec.op.written_value() {
+            let next = State::try_from(ids.len()).map_or(NEVER, |n| n + 1);
+            ids.entry(value).or_insert(next);
+        }
+    }
+    let ops: Vec<(Spec<'_>, Transition)> = specs
+        .iter()
+        .map(|spec| (*spec, Transition::of(spec.op, spec.outcome, &ids)))
+        .filter(|(spec, transition)| {
+            spec.ret.is_some() || !matches!(transition, Transition::Nothing)
+        })
+        .collect();
+
+    // At equal times invocations sort before responses: such operations
+    // count as overlapping, the reading that accepts more histories.
+    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(ops.len() * 2);
+    for (index, (spec, _)) in ops.iter().enumerate() {
+        events.push((spec.call, false, index));
+        if let Some(ret) = spec.ret {
+            events.push((ret, true, index));
+        }
+    }
+    events.sort_unstable();
+
+    let mut nodes = Vec::with_capacity(events.len() + 1);
+    nodes.push(Node {
+        prev: NIL,
+        next: if events.is_empty() { NIL } else { 1 },
+        op: NIL,
+        is_call: false,
+    });
+    let mut call_node = vec![NIL; ops.len()];
+    let mut ret_node = vec![NIL; ops.len()];
+    for (position, &(_, is_response, op)) in events.iter().enumerate() {
+        let node = position + 1;
+        nodes.push(Node {
+            prev: node - 1,
+            next: if node == events.len() { NIL } else { node + 1 },
+            op,
+            is_call: !is_response,
+        });
+        if is_response {
+            ret_node[op] = node;
+        } else {
+            call_node[op] = node;
+        }
+    }
+    let mut entries = Entries { nodes };
+
+    // Operations with an unknown outcome have no response entry: the
+    // search succeeds once every operation with a known outcome is placed,
+    // since the rest can all go last, which is the same as never.
+    let mut unplaced_known = ops.iter().filter(|(spec, _)| spec.ret.is_some()).count();
+    let mut linearized = vec![0_u64; ops.len().div_ceil(64)];
+    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut state = ABSENT;
+    let mut steps: u64 = 0;
+    let mut cursor = entries.first();
+
+    loop {
+        if unplaced_known == 0 {
+            return SearchResult::Linearizable;
+        }
+        let at_response = cursor == NIL || !entries.nodes[cursor].is_call;
+        if at_response {
+            let Some((node, previous)) = stack.pop() else {
+                return SearchResult::NotLinearizable;
+            };
+            let op = entries.nodes[node].op;
+            linearized[op / 64] &= !(1 << (op % 64));
+            state = previous;
+            if ret_node[op] != NIL {
+                entries.relink(ret_node[op]);
+                unplaced_known += 1;
+            }
+            entries.relink(node);
+            cursor = entries.nodes[node].next;
+            continue;
+        }
+
+        let op = entries.nodes[cursor].op;
+        steps += 1;
+        if steps > max_steps {
+            return SearchResult::Undecided;
+        }
+        if let Some(next_state) = ops[op].1.apply(state) {
+            linearized[op / 64] |= 1 << (op % 64);
+            if seen.insert((linearized.clone(), next_state)) {
+                stack.push((cursor, state));
+                state = next_state;
+                entries.unlink(call_node[op]);
+                if ret_node[op] != NIL {
+                    entries.unlink(ret_node[op]);
+                    unplaced_known -= 1;
+                }
+                cursor = entries.first();
+                continue;
+            }
+            linearized[op / 64] &= !(1 << (op % 64));
+        }
+        cursor = entries.nodes[cursor].next;
+    }
+}
