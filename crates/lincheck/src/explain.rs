@@ -160,6 +160,40 @@ fn fails(ops: &[&Operation], cut: u64, dropped: &[bool], budget: Budget) -> bool
     search(&specs, budget.steps_per_key) == SearchResult::NotLinearizable
 }
 
+/// Drops reads in halving chunks (delta debugging): a violation usually
+/// needs one or two reads, so most chunks go at once and the number of
+/// trial searches stays near `needed * log(reads)` rather than `reads`.
+struct Dropper<'a, 'o> {
+    ops: &'a [&'o Operation],
+    cut: u64,
+    budget: Budget,
+    dropped: &'a mut [bool],
+    trials: usize,
+}
+
+impl Dropper<'_, '_> {
+    fn drop_unneeded(&mut self, chunk: &[usize]) {
+        if chunk.is_empty() || self.trials >= MAX_DROP_TRIALS {
+            return;
+        }
+        self.trials += 1;
+        for &index in chunk {
+            self.dropped[index] = true;
+        }
+        if fails(self.ops, self.cut, self.dropped, self.budget) {
+            return;
+        }
+        for &index in chunk {
+            self.dropped[index] = false;
+        }
+        if let [_, _, ..] = chunk {
+            let (first, second) = chunk.split_at(chunk.len() / 2);
+            self.drop_unneeded(first);
+            self.drop_unneeded(second);
+        }
+    }
+}
+
 /// Explains why `ops` (one key's whole sub-history, already found not
 /// linearizable) has no linearization.
 pub(crate) fn explain(key: &str, ops: &[&Operation], budget: Budget) -> Explanation {
@@ -200,25 +234,22 @@ pub(crate) fn explain(key: &str, ops: &[&Operation], budget: Budget) -> Explanat
         .map_or(0, |(index, _)| index);
 
     if let Some(cut) = cut {
-        let mut trials = 0;
-        for index in 0..ops.len() {
-            let operation = ops[index];
-            let finished_by_cut = spec(operation).ret.is_some_and(|ret| ret <= cut);
-            if index == culprit_index
-                || !finished_by_cut
-                || !is_read_only(&operation.op, &operation.outcome)
-            {
-                continue;
-            }
-            if trials == MAX_DROP_TRIALS {
-                break;
-            }
-            trials += 1;
-            dropped[index] = true;
-            if !fails(ops, cut, &dropped, budget) {
-                dropped[index] = false;
-            }
-        }
+        let candidates: Vec<usize> = (0..ops.len())
+            .filter(|&index| {
+                let operation = ops[index];
+                index != culprit_index
+                    && spec(operation).ret.is_some_and(|ret| ret <= cut)
+                    && is_read_only(&operation.op, &operation.outcome)
+            })
+            .collect();
+        let mut dropper = Dropper {
+            ops,
+            cut,
+            budget,
+            dropped: &mut dropped,
+            trials: 0,
+        };
+        dropper.drop_unneeded(&candidates);
     }
 
     let mut excerpt: Vec<Operation> = ops

@@ -40,10 +40,13 @@ pub(crate) enum SearchResult {
 /// the key holds. Values are unique per write, so the id is the value.
 type State = u64;
 const ABSENT: State = 0;
+/// Every written value no operation reads or expects.
+const OPAQUE: State = 1;
+const FIRST_OBSERVED: State = 2;
 /// A value no write on this key produced: no state ever equals it.
 const NEVER: State = State::MAX;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Transition {
     Write(State),
     Read(State),
@@ -160,16 +163,41 @@ impl Entries {
     }
 }
 
-/// Searches for a linearization of `specs` (all on one key), trying at
-/// most `max_steps` operation applications.
-pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
+/// Gives each written value the model state it produces. Values nobody
+/// reads or expects all become one `OPAQUE` state: no operation can tell
+/// them apart, and merging them lets the cache merge the searches too.
+fn intern<'a>(specs: &[Spec<'a>]) -> HashMap<&'a str, State> {
+    let mut observed: HashSet<&str> = HashSet::new();
+    for spec in specs {
+        if let Outcome::Found { value } = spec.outcome {
+            observed.insert(value);
+        }
+        if let Op::CompareAndSet {
+            expected: Some(expected),
+            ..
+        } = spec.op
+        {
+            observed.insert(expected);
+        }
+    }
     let mut ids: HashMap<&str, State> = HashMap::new();
     for spec in specs {
         if let Some(value) = spec.op.written_value() {
-            let next = State::try_from(ids.len()).map_or(NEVER, |n| n + 1);
+            let next = if observed.contains(value) {
+                State::try_from(ids.len()).map_or(NEVER, |n| n + FIRST_OBSERVED)
+            } else {
+                OPAQUE
+            };
             ids.entry(value).or_insert(next);
         }
     }
+    ids
+}
+
+/// Searches for a linearization of `specs` (all on one key), trying at
+/// most `max_steps` operation applications.
+pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
+    let ids = intern(specs);
     let ops: Vec<(Spec<'_>, Transition)> = specs
         .iter()
         .map(|spec| (*spec, Transition::of(spec.op, spec.outcome, &ids)))
@@ -177,6 +205,32 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
             spec.ret.is_some() || !matches!(transition, Transition::Nothing)
         })
         .collect();
+
+    // Operations with an unknown outcome and the same transition are
+    // interchangeable: none has a deadline, each has the same effect. Any
+    // linearization using a later-invoked one while an earlier one is
+    // unused can swap the two, so the search only ever uses the earliest
+    // unused member of each class. Without this, every subset of pending
+    // unknown operations is a distinct cache entry.
+    let mut classes: HashMap<Transition, usize> = HashMap::new();
+    let mut class_of = vec![None; ops.len()];
+    let mut rank = vec![0_usize; ops.len()];
+    let mut by_call: Vec<usize> = (0..ops.len())
+        .filter(|&op| ops[op].0.ret.is_none())
+        .collect();
+    by_call.sort_by_key(|&op| (ops[op].0.call, op));
+    let mut class_sizes: Vec<usize> = Vec::new();
+    for op in by_call {
+        let next_class = classes.len();
+        let class = *classes.entry(ops[op].1).or_insert(next_class);
+        if class == class_sizes.len() {
+            class_sizes.push(0);
+        }
+        class_of[op] = Some(class);
+        rank[op] = class_sizes[class];
+        class_sizes[class] += 1;
+    }
+    let mut next_unused = vec![0_usize; class_sizes.len()];
 
     // At equal times invocations sort before responses: such operations
     // count as overlapping, the reading that accepts more histories.
@@ -236,6 +290,9 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
             };
             let op = entries.nodes[node].op;
             linearized[op / 64] &= !(1 << (op % 64));
+            if let Some(class) = class_of[op] {
+                next_unused[class] -= 1;
+            }
             state = previous;
             if ret_node[op] != NIL {
                 entries.relink(ret_node[op]);
@@ -247,6 +304,10 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
         }
 
         let op = entries.nodes[cursor].op;
+        if class_of[op].is_some_and(|class| next_unused[class] != rank[op]) {
+            cursor = entries.nodes[cursor].next;
+            continue;
+        }
         steps += 1;
         if steps > max_steps {
             return SearchResult::Undecided;
@@ -256,6 +317,9 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
             if seen.insert((linearized.clone(), next_state)) {
                 stack.push((cursor, state));
                 state = next_state;
+                if let Some(class) = class_of[op] {
+                    next_unused[class] += 1;
+                }
                 entries.unlink(call_node[op]);
                 if ret_node[op] != NIL {
                     entries.unlink(ret_node[op]);

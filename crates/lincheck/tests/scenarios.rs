@@ -503,3 +503,32 @@ fn a_known_outcome_without_a_response_time_is_refused() {
         Err(HistoryError::OutcomeWithoutReturn { .. })
     ));
 }
+
+#[test]
+fn each_unknown_write_of_an_unread_value_takes_effect_at_most_once() {
+    let deletes = |n: u64| {
+        let mut ops = vec![
+            never_returned(1, Op::put("x1"), 1),
+            never_returned(2, Op::put("x2"), 2),
+        ];
+        for i in 0..n {
+            ops.push(at(3, Op::Delete, Outcome::Deleted, 10 + 2 * i, 11 + 2 * i));
+        }
+        ops
+    };
+    assert_linearizable(deletes(2));
+    assert_violation(deletes(3));
+}
+
+#[test]
+fn a_conflicting_compare_and_set_tells_its_expected_value_from_others() {
+    assert_violation(vec![
+        at(1, Op::put("a"), Outcome::Ok, 1, 2),
+        at(2, Op::cas(Some("a"), "x"), Outcome::Conflict, 3, 4),
+    ]);
+    assert_linearizable(vec![
+        at(1, Op::put("a"), Outcome::Ok, 1, 2),
+        at(1, Op::put("b"), Outcome::Ok, 3, 4),
+        at(2, Op::cas(Some("a"), "x"), Outcome::Conflict, 5, 6),
+    ]);
+}
