@@ -24,10 +24,13 @@ use std::fmt;
 use crate::Budget;
 use crate::history::Operation;
 use crate::model::{Op, Outcome, is_read_only};
-use crate::search::{SearchResult, Spec, search};
+use crate::search::{SearchResult, Spec, search_counting};
 
 /// How many trial searches read-dropping may spend on one explanation.
 const MAX_DROP_TRIALS: usize = 256;
+/// All trial searches of one explanation together get this many times
+/// the per-key budget, so explaining never costs much more than finding.
+const EXPLANATION_BUDGETS: u64 = 4;
 /// How many excerpt rows [`Explanation`]'s `Display` prints.
 const MAX_ROWS: usize = 40;
 
@@ -150,14 +153,19 @@ fn prefix_spec(operation: &Operation, cut: u64) -> Option<Spec<'_>> {
     }
 }
 
-fn fails(ops: &[&Operation], cut: u64, dropped: &[bool], budget: Budget) -> bool {
+/// Whether the prefix cut at `cut`, without the `dropped` operations, is
+/// shown non-linearizable within what is left of `remaining` steps (an
+/// undecided trial counts as "not shown").
+fn fails(ops: &[&Operation], cut: u64, dropped: &[bool], remaining: &mut u64) -> bool {
     let specs: Vec<Spec<'_>> = ops
         .iter()
         .zip(dropped)
         .filter(|(_, dropped)| !**dropped)
         .filter_map(|(operation, _)| prefix_spec(operation, cut))
         .collect();
-    search(&specs, budget.steps_per_key) == SearchResult::NotLinearizable
+    let (result, steps) = search_counting(&specs, *remaining);
+    *remaining = remaining.saturating_sub(steps);
+    result == SearchResult::NotLinearizable
 }
 
 /// Drops reads in halving chunks (delta debugging): a violation usually
@@ -166,21 +174,21 @@ fn fails(ops: &[&Operation], cut: u64, dropped: &[bool], budget: Budget) -> bool
 struct Dropper<'a, 'o> {
     ops: &'a [&'o Operation],
     cut: u64,
-    budget: Budget,
+    remaining: &'a mut u64,
     dropped: &'a mut [bool],
     trials: usize,
 }
 
 impl Dropper<'_, '_> {
     fn drop_unneeded(&mut self, chunk: &[usize]) {
-        if chunk.is_empty() || self.trials >= MAX_DROP_TRIALS {
+        if chunk.is_empty() || self.trials >= MAX_DROP_TRIALS || *self.remaining == 0 {
             return;
         }
         self.trials += 1;
         for &index in chunk {
             self.dropped[index] = true;
         }
-        if fails(self.ops, self.cut, self.dropped, self.budget) {
+        if fails(self.ops, self.cut, self.dropped, self.remaining) {
             return;
         }
         for &index in chunk {
@@ -204,15 +212,16 @@ pub(crate) fn explain(key: &str, ops: &[&Operation], budget: Budget) -> Explanat
     cuts.sort_unstable();
     cuts.dedup();
     let mut dropped = vec![false; ops.len()];
+    let mut remaining = budget.steps_per_key.saturating_mul(EXPLANATION_BUDGETS);
 
     // The last response is a valid cut unless the search ran out of budget
     // on it; then the excerpt is the whole key, which is known to fail.
     let cut = match cuts.last() {
-        Some(&last) if fails(ops, last, &dropped, budget) => {
+        Some(&last) if fails(ops, last, &dropped, &mut remaining) => {
             let (mut lo, mut hi) = (0, cuts.len() - 1);
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
-                if fails(ops, cuts[mid], &dropped, budget) {
+                if fails(ops, cuts[mid], &dropped, &mut remaining) {
                     hi = mid;
                 } else {
                     lo = mid + 1;
@@ -245,7 +254,7 @@ pub(crate) fn explain(key: &str, ops: &[&Operation], budget: Budget) -> Explanat
         let mut dropper = Dropper {
             ops,
             cut,
-            budget,
+            remaining: &mut remaining,
             dropped: &mut dropped,
             trials: 0,
         };

@@ -197,6 +197,11 @@ fn intern<'a>(specs: &[Spec<'a>]) -> HashMap<&'a str, State> {
 /// Searches for a linearization of `specs` (all on one key), trying at
 /// most `max_steps` operation applications.
 pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
+    search_counting(specs, max_steps).0
+}
+
+/// [`search`], also returning how many steps it took.
+pub(crate) fn search_counting(specs: &[Spec<'_>], max_steps: u64) -> (SearchResult, u64) {
     let ids = intern(specs);
     let ops: Vec<(Spec<'_>, Transition)> = specs
         .iter()
@@ -281,12 +286,12 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
 
     loop {
         if unplaced_known == 0 {
-            return SearchResult::Linearizable;
+            return (SearchResult::Linearizable, steps);
         }
         let at_response = cursor == NIL || !entries.nodes[cursor].is_call;
         if at_response {
             let Some((node, previous)) = stack.pop() else {
-                return SearchResult::NotLinearizable;
+                return (SearchResult::NotLinearizable, steps);
             };
             let op = entries.nodes[node].op;
             linearized[op / 64] &= !(1 << (op % 64));
@@ -310,7 +315,7 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
         }
         steps += 1;
         if steps > max_steps {
-            return SearchResult::Undecided;
+            return (SearchResult::Undecided, steps);
         }
         if let Some(next_state) = ops[op].1.apply(state) {
             linearized[op / 64] |= 1 << (op % 64);
@@ -331,5 +336,50 @@ pub(crate) fn search(specs: &[Spec<'_>], max_steps: u64) -> SearchResult {
             linearized[op / 64] &= !(1 << (op % 64));
         }
         cursor = entries.nodes[cursor].next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(op: &'a Op, outcome: &'a Outcome, call: u64, ret: u64) -> Spec<'a> {
+        Spec {
+            call,
+            ret: Some(ret),
+            op,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn values_nobody_reads_share_one_state_and_read_values_get_their_own() {
+        let (put_a, put_b, put_c, put_d) = (Op::put("a"), Op::put("b"), Op::put("c"), Op::put("d"));
+        let cas = Op::cas(Some("c"), "e");
+        let (ok, read_b) = (Outcome::Ok, Outcome::found("b"));
+        let specs = [
+            spec(&put_a, &ok, 1, 2),
+            spec(&put_b, &ok, 3, 4),
+            spec(&Op::Get, &read_b, 5, 6),
+            spec(&put_c, &ok, 7, 8),
+            spec(&cas, &Outcome::Conflict, 9, 10),
+            spec(&put_d, &ok, 11, 12),
+        ];
+        let ids = intern(&specs);
+        assert_eq!(ids["a"], OPAQUE);
+        assert_eq!(ids["d"], OPAQUE);
+        assert_eq!(ids["e"], OPAQUE);
+        assert!(ids["b"] >= FIRST_OBSERVED && ids["c"] >= FIRST_OBSERVED);
+        assert_ne!(ids["b"], ids["c"]);
+    }
+
+    #[test]
+    fn an_invocation_at_the_instant_of_a_response_overlaps_it() {
+        let put = Op::put("a");
+        let (ok, absent) = (Outcome::Ok, Outcome::NotFound);
+        let touching = [spec(&put, &ok, 1, 5), spec(&Op::Get, &absent, 5, 6)];
+        assert_eq!(search(&touching, 100), SearchResult::Linearizable);
+        let apart = [spec(&put, &ok, 1, 4), spec(&Op::Get, &absent, 5, 6)];
+        assert_eq!(search(&apart, 100), SearchResult::NotLinearizable);
     }
 }
