@@ -317,7 +317,14 @@ pub(crate) fn search_counting(specs: &[Spec<'_>], max_steps: u64) -> (SearchResu
         if steps > max_steps {
             return (SearchResult::Undecided, steps);
         }
-        if let Some(next_state) = ops[op].1.apply(state) {
+        // An operation with an unknown outcome that would change nothing
+        // here is never tried: using it up as a no-op is no better than
+        // leaving it for the end, and would double the cached states.
+        let applied = ops[op]
+            .1
+            .apply(state)
+            .filter(|&next| ops[op].0.ret.is_some() || next != state);
+        if let Some(next_state) = applied {
             linearized[op / 64] |= 1 << (op % 64);
             if seen.insert((linearized.clone(), next_state)) {
                 stack.push((cursor, state));
