@@ -53,12 +53,15 @@
 //! it: a set of (operations linearized so far, register state) pairs
 //! already explored, so equivalent interleavings are searched once.
 //!
-//! Two reductions keep that set small. Written values that no operation
+//! Three reductions keep that set small. Written values that no operation
 //! reads or expects are indistinguishable, so they share one model state;
-//! every other value is a small integer. And operations with unknown
-//! outcomes that would do the same thing (two deletes, two puts of unread
-//! values) are interchangeable, so the search only ever uses the earliest
-//! invoked one that is still unused.
+//! every other value is a small integer. Operations with unknown outcomes
+//! that would do the same thing (two deletes, two puts of unread values)
+//! are interchangeable, so the search only ever uses the earliest invoked
+//! one that is still unused. And an operation with an unknown outcome is
+//! never placed where it would change nothing (a compare-and-set whose
+//! expectation fails, a delete of an absent key): that is no different
+//! from it never happening.
 //!
 //! # Cost, and the budget
 //!
