@@ -105,20 +105,31 @@ impl fmt::Display for Explanation {
 }
 
 /// The value the culprit read or expected if no operation wrote it.
-fn never_written<'a>(culprit: &'a Operation, excerpt: &[Operation]) -> Option<&'a str> {
+fn never_written<'a, 'b>(
+    culprit: &'a Operation,
+    others: impl IntoIterator<Item = &'b Operation>,
+) -> Option<&'a str> {
     let relied_on = match (&culprit.op, &culprit.outcome) {
-        (Op::Get, Outcome::Found { value }) => value.as_str(),
-        (
+        (Op::Get, Outcome::Found { value })
+        | (
             Op::CompareAndSet {
-                expected: Some(expected),
+                expected: Some(value),
                 ..
             },
             Outcome::Ok,
-        ) => expected.as_str(),
-        _ => return None,
+        ) => value.as_str(),
+        (
+            Op::Put { .. } | Op::Get | Op::Delete | Op::CompareAndSet { .. },
+            Outcome::Ok
+            | Outcome::Found { .. }
+            | Outcome::NotFound
+            | Outcome::Deleted
+            | Outcome::Conflict
+            | Outcome::Unknown,
+        ) => return None,
     };
-    let written = excerpt
-        .iter()
+    let written = others
+        .into_iter()
         .any(|operation| operation.op.written_value() == Some(relied_on));
     (!written).then_some(relied_on)
 }
@@ -280,6 +291,11 @@ pub(crate) fn explain(key: &str, ops: &[&Operation], budget: Budget) -> Explanat
         .map(|(operation, _)| (*operation).clone())
         .collect();
     excerpt.sort_by_key(|operation| (operation.call, operation.ret));
+    // A read of a value no operation on the key wrote fails in any
+    // context, so it is a counterexample on its own.
+    if never_written(ops[culprit_index], ops.iter().copied()).is_some() {
+        excerpt = vec![ops[culprit_index].clone()];
+    }
 
     Explanation {
         key: key.to_owned(),

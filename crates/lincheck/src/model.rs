@@ -149,6 +149,14 @@ pub(crate) fn is_read_only(op: &Op, outcome: &Outcome) -> bool {
         (Op::Get, Outcome::Found { .. } | Outcome::NotFound)
         | (Op::Delete, Outcome::NotFound)
         | (Op::CompareAndSet { .. }, Outcome::Conflict) => true,
-        (Op::Get | Op::Delete | Op::CompareAndSet { .. } | Op::Put { .. }, _) => false,
+        (
+            Op::Put { .. } | Op::Get | Op::Delete | Op::CompareAndSet { .. },
+            Outcome::Ok
+            | Outcome::Found { .. }
+            | Outcome::NotFound
+            | Outcome::Deleted
+            | Outcome::Conflict
+            | Outcome::Unknown,
+        ) => false,
     }
 }

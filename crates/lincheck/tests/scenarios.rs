@@ -130,13 +130,15 @@ fn a_stale_read_after_a_newer_value_was_read_is_not_linearizable() {
 
 #[test]
 fn a_read_of_a_value_never_written_is_not_linearizable() {
-    let (culprit, _) = assert_violation(vec![
+    let (culprit, excerpt) = assert_violation(vec![
         at(1, Op::put("a"), Outcome::Ok, 1, 2),
         at(2, Op::Get, Outcome::found("a"), 3, 4),
         at(2, Op::Get, Outcome::found("phantom"), 5, 6),
         at(1, Op::put("b"), Outcome::Ok, 7, 8),
     ]);
     assert_eq!(culprit.outcome, Outcome::found("phantom"));
+    // Such a read is a counterexample on its own.
+    assert_eq!(excerpt, vec![culprit]);
 }
 
 #[test]
