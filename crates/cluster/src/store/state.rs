@@ -85,7 +85,9 @@ pub struct Member {
 
 /// A watch asked to start before the oldest change still kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("revision {requested} is compacted; the oldest revision a watch can start from is {oldest}")]
+#[error(
+    "revision {requested} is compacted; the oldest revision a watch can start from is {oldest}"
+)]
 pub struct Compacted {
     /// The revision the watch asked for.
     pub requested: u64,
@@ -385,7 +387,12 @@ mod tests {
     fn a_watch_resumes_after_the_revision_it_has_seen() {
         let mut state = StoreState::default();
         for i in 0..5 {
-            put(&mut state, &format!("k{}", i % 2), &i.to_string(), Expect::Any);
+            put(
+                &mut state,
+                &format!("k{}", i % 2),
+                &i.to_string(),
+                Expect::Any,
+            );
         }
         let revisions: Vec<_> = state
             .events_after(2, "")
