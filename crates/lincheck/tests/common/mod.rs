@@ -13,6 +13,8 @@
     reason = "each test binary uses a different part of this module"
 )]
 
+pub mod dump;
+
 use std::collections::HashMap;
 
 use lincheck::{Op, Operation, Outcome};
