@@ -32,6 +32,7 @@
 //!   required by the server.
 #![forbid(unsafe_code)]
 
+pub mod node;
 pub mod pki;
 pub mod raft;
 pub mod store;

@@ -11,10 +11,7 @@
 //! Seeds are fixed so a failure reproduces; the seed is in the test name's
 //! assertion message.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test: a failed unwrap is a failed test"
-)]
+#![expect(clippy::unwrap_used, reason = "test: a failed unwrap is a failed test")]
 
 mod sim;
 
