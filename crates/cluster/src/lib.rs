@@ -1,9 +1,25 @@
 //! The Cairn cluster library.
 //!
 //! ARCHITECTURE.md gives this crate the Raft node, the replicated typed
-//! store, membership, the scheduler and the cluster PKI. This first slice
-//! holds the PKI only; Raft and the store arrive with the clustering work
-//! and will take their transport certificates from here.
+//! store, membership, the scheduler and the cluster PKI. The PKI, the Raft
+//! replica on its sled log, the peer transport and the store's state machine
+//! are here; cairnd does not start a member yet (joining over the API,
+//! membership healing and the scheduler come next).
+//!
+//! # Raft in one paragraph
+//!
+//! A member is one thread ([`node`]) that owns a [`Replica`](crate::raft::replica::Replica):
+//! raft-rs's `RawNode` (pre-vote, check-quorum, 100 ms tick), its durable
+//! log ([`storage`](crate::raft::storage), one sled tree, every write flushed and synced
+//! before a message that promises it leaves) and the store's state machine
+//! ([`store`]: keys with etcd-style revisions, compare-and-set, a bounded
+//! change history for watches, the member directory). Members talk over the
+//! peer port :7444 ([`transport`]): mTLS with `cairn:node` certificates
+//! only, length-capped protobuf frames on one long HTTP/1.1 stream per
+//! direction. Writes go through any member (raft-rs forwards proposals to
+//! the leader); reads are linearizable through ReadIndex. A new member is
+//! added as a learner and caught up by snapshot, then promoted; the member
+//! directory changes in the same log entry as Raft's configuration.
 //!
 //! # The PKI in one paragraph
 //!
@@ -30,6 +46,9 @@
 //!   configurations: TLS 1.3 only, the ring provider chosen explicitly, the
 //!   cluster CA as the only trust anchor on both sides, client certificates
 //!   required by the server.
+//! - [`store`] is the deterministic state machine; [`raft`] the replica and
+//!   its log; [`node`] the thread and handle the agent uses; [`transport`]
+//!   the peer port.
 #![forbid(unsafe_code)]
 
 pub mod node;

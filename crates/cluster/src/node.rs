@@ -438,6 +438,16 @@ impl Shell {
         let output = self
             .replica
             .advance(&mut |message| transport.send(message))?;
+        // Status first, so that a caller answered below already sees the
+        // state its request produced.
+        let status = self.replica.status();
+        self.status.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&status);
+            if changed {
+                *current = Some(status);
+            }
+            changed
+        });
         let mut members_changed = output.restored;
         for applied in output.applied {
             let Some(request) = applied.request() else {
@@ -477,14 +487,6 @@ impl Shell {
         if members_changed {
             self.sync_peers();
         }
-        let status = self.replica.status();
-        self.status.send_if_modified(|current| {
-            let changed = current.as_ref() != Some(&status);
-            if changed {
-                *current = Some(status);
-            }
-            changed
-        });
         Ok(())
     }
 

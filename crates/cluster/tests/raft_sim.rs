@@ -146,7 +146,7 @@ fn run(seed: u64, voters: u64, config: fn(u64) -> ReplicaConfig) {
 
 #[test]
 fn three_replicas_stay_linearizable_through_crashes_partitions_and_leader_isolation() {
-    for seed in [1, 2] {
+    for seed in [2, 1] {
         run(seed, 3, ReplicaConfig::new);
     }
 }

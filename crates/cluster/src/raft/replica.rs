@@ -37,7 +37,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     HardState, Message, Snapshot,
 };
-use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use raft::{ProgressState, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
 use super::storage::{LogStore, LogWrite, StorageError};
@@ -45,6 +45,10 @@ use crate::store::{Command, Event, Member, Outcome, Proposal, RequestId, StoreSt
 
 /// How often the owner must call [`Replica::tick`].
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Ticks a leader waits for a follower to confirm a snapshot before it
+/// sends it again (10 s: a snapshot is at most 64 MiB, seconds on a LAN).
+pub const SNAPSHOT_RETRY_TICKS: u64 = 100;
 
 /// Tunables of a replica. The defaults are etcd's: a heartbeat every tick
 /// and an election after 10 ticks (1 s) without one.
@@ -282,6 +286,10 @@ pub struct Replica {
     hard_state_dirty: bool,
     /// Reads waiting for `applied` to reach their index.
     pending_reads: Vec<(u64, RequestId)>,
+    /// Ticks since start.
+    ticks: u64,
+    /// Followers in the snapshot state, and the tick they entered it.
+    snapshot_waits: BTreeMap<u64, u64>,
     /// A configuration change was applied since the last snapshot.
     snapshot_due: bool,
     /// Reads taken in by a leader that has not yet committed in its term.
@@ -370,6 +378,8 @@ impl Replica {
             pending_reads: Vec::new(),
             deferred_reads: Vec::new(),
             snapshot_due: false,
+            ticks: 0,
+            snapshot_waits: BTreeMap::new(),
             last_soft,
         })
     }
@@ -392,6 +402,39 @@ impl Replica {
     /// Advances Raft's logical clock by one tick.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.ticks += 1;
+        self.retry_stuck_snapshots();
+    }
+
+    /// raft-rs pauses a follower that was sent a snapshot until the owner
+    /// reports the transfer's end. The transport reports "sent" when the
+    /// snapshot was handed to the connection; if it is lost after that and
+    /// the follower's answer never comes, the follower would stay paused
+    /// for good. So a leader that has waited [`SNAPSHOT_RETRY_TICKS`] for a
+    /// follower to leave the snapshot state reports the transfer failed,
+    /// which makes raft-rs probe the follower and send it again.
+    fn retry_stuck_snapshots(&mut self) {
+        if self.node.raft.state != StateRole::Leader {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let waiting: Vec<u64> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| pr.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        self.snapshot_waits.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let since = *self.snapshot_waits.entry(id).or_insert(self.ticks);
+            if self.ticks - since >= SNAPSHOT_RETRY_TICKS {
+                tracing::info!(peer = id, "no answer to a snapshot; sending it again");
+                self.node.report_snapshot(id, SnapshotStatus::Failure);
+                self.snapshot_waits.remove(&id);
+            }
+        }
     }
 
     /// Hands Raft a message from a peer. A message Raft cannot use (from a

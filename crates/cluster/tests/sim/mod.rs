@@ -27,7 +27,7 @@ use cluster::raft::replica::{Applied, MembershipChange, MembershipStep, Replica,
 use cluster::raft::storage::LogStore;
 use cluster::store::{Command, EventKind, Expect, Key, Member, Outcome, RequestId};
 use lincheck::{History, Op, OpId};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 
 /// A small, fast, seedable generator (xorshift64*); the simulation needs
 /// reproducibility, not cryptographic quality.
@@ -203,10 +203,12 @@ impl Sim {
     }
 
     /// Proposes a membership change on the leader and runs until it is
-    /// applied there.
+    /// applied; panics with the refusals and every replica's status when
+    /// 50 attempts fail.
     pub fn change_membership(&mut self, steps: Vec<MembershipStep>, upsert: Vec<Member>) {
         let before = self.memberships_applied;
-        loop {
+        let mut refusals = Vec::new();
+        for _ in 0..50 {
             let leader = self
                 .run_until(|s| s.leader(), 20_000)
                 .expect("a leader for the membership change");
@@ -224,19 +226,31 @@ impl Sim {
                 .replica
                 .as_mut()
                 .unwrap();
-            if replica.propose_membership(change).is_ok() {
-                self.pending
-                    .insert(id, (Pending::Membership, self.now + 10_000));
-                if self
-                    .run_until(|s| (s.memberships_applied > before).then_some(()), 10_000)
-                    .is_some()
-                {
-                    return;
+            match replica.propose_membership(change) {
+                Ok(()) => {
+                    self.pending
+                        .insert(id, (Pending::Membership, self.now + 10_000));
+                    if self
+                        .run_until(|s| (s.memberships_applied > before).then_some(()), 10_000)
+                        .is_some()
+                    {
+                        return;
+                    }
                 }
-            } else {
-                self.run_for(200);
+                Err(error) => {
+                    refusals.push((self.now, leader, error));
+                    self.run_for(200);
+                }
             }
         }
+        let statuses: Vec<_> = self
+            .ids()
+            .iter()
+            .filter_map(|i| self.replica(*i).map(|r| r.status()))
+            .collect();
+        panic!(
+            "membership change {steps:?} not applied; refusals {refusals:?}; replicas {statuses:#?}"
+        );
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -579,7 +593,15 @@ impl Sim {
 
     fn send(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
-        if self.is_cut(from, to) || self.rng.chance(self.net.drop_per_mille) {
+        let lost = self.is_cut(from, to) || self.rng.chance(self.net.drop_per_mille);
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            // As the real transport does: a snapshot is reported sent when
+            // it leaves, failed when it cannot.
+            if let Some(replica) = self.nodes.get_mut(&from).and_then(|n| n.replica.as_mut()) {
+                replica.report_snapshot(to, !lost);
+            }
+        }
+        if lost {
             return;
         }
         let delay = self.net.min_delay_ms
