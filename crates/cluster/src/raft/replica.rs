@@ -178,12 +178,7 @@ impl MembershipChange {
                     MembershipStep::AddVoter(id) => (id, ConfChangeType::AddNode),
                     MembershipStep::Remove(id) => (id, ConfChangeType::RemoveNode),
                 };
-                let mut single = ConfChangeSingle {
-                    node_id: id,
-                    ..ConfChangeSingle::default()
-                };
-                single.set_change_type(kind);
-                single
+                single(id, kind)
             })
             .collect();
         cc.set_changes(steps);
@@ -674,8 +669,16 @@ impl Replica {
                         output.undecodable += 1;
                     }
                 },
-                EntryType::EntryConfChangeV2 => {
-                    let cc = match ConfChangeV2::parse_from_bytes(&entry.data) {
+                kind @ (EntryType::EntryConfChangeV2 | EntryType::EntryConfChange) => {
+                    // Cairn proposes version-2 changes only; a version-1
+                    // change is applied as its version-2 form, which keeps
+                    // this replica in step with whoever proposed it.
+                    let decoded = if kind == EntryType::EntryConfChangeV2 {
+                        ConfChangeV2::parse_from_bytes(&entry.data)
+                    } else {
+                        ConfChange::parse_from_bytes(&entry.data).map(v1_to_v2)
+                    };
+                    let cc = match decoded {
                         Ok(cc) => cc,
                         Err(error) => {
                             tracing::error!(index = entry.index, %error, "configuration change does not decode; ignored");
@@ -691,27 +694,6 @@ impl Replica {
                     conf_changed = true;
                     output.applied.push(Applied::Membership {
                         request,
-                        conf_state: self.conf_state.clone(),
-                    });
-                }
-                EntryType::EntryConfChange => {
-                    // Cairn never proposes version-1 changes; applying one
-                    // keeps this replica in step with whoever did.
-                    let cc = match ConfChange::parse_from_bytes(&entry.data) {
-                        Ok(cc) => cc,
-                        Err(error) => {
-                            tracing::error!(index = entry.index, %error, "configuration change does not decode; ignored");
-                            output.undecodable += 1;
-                            continue;
-                        }
-                    };
-                    self.conf_state = self
-                        .node
-                        .apply_conf_change(&cc)
-                        .map_err(ReplicaError::Raft)?;
-                    conf_changed = true;
-                    output.applied.push(Applied::Membership {
-                        request: None,
                         conf_state: self.conf_state.clone(),
                     });
                 }
@@ -811,6 +793,23 @@ impl Replica {
         );
         Ok(())
     }
+}
+
+fn single(node_id: u64, kind: ConfChangeType) -> ConfChangeSingle {
+    let mut single = ConfChangeSingle {
+        node_id,
+        ..ConfChangeSingle::default()
+    };
+    single.set_change_type(kind);
+    single
+}
+
+/// A version-1 change is a version-2 change with one step.
+fn v1_to_v2(cc: ConfChange) -> ConfChangeV2 {
+    let mut v2 = ConfChangeV2::default();
+    v2.set_changes(vec![single(cc.node_id, cc.get_change_type())].into());
+    v2.set_context(cc.context);
+    v2
 }
 
 fn encode_request(id: RequestId) -> Vec<u8> {
