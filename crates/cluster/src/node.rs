@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::pki::SubjectName;
@@ -28,12 +28,18 @@ use crate::raft::replica::{
     ReplicaStatus, TICK,
 };
 use crate::raft::storage::{LogStore, StorageError};
-use crate::store::{Command, Key, Member, Outcome, Record, RequestId, StoreState};
+use crate::store::{
+    Command, Compacted, Event, Key, Member, Outcome, Record, RequestId, StoreState,
+};
 use crate::transport::{Inbound, PeerEvent, Transport};
 
 /// How long a request may wait for Raft before it is answered with a
 /// timeout. Long enough for an election (1–2 s) plus a retry.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Changes buffered for watchers; a watcher further behind than this
+/// catches up from the store's history instead.
+const WATCH_BUFFER: usize = 4096;
 
 /// Requests taken from each queue per loop turn, so that a flood of one
 /// kind cannot starve ticks and the other kind.
@@ -97,6 +103,11 @@ enum Request {
     Members {
         reply: oneshot::Sender<Vec<Member>>,
     },
+    History {
+        prefix: String,
+        after: u64,
+        reply: oneshot::Sender<Result<Vec<Event>, Compacted>>,
+    },
     TransferLeader {
         to: u64,
     },
@@ -157,6 +168,7 @@ pub enum Start {
 pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<Option<ReplicaStatus>>,
+    changes: broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for Request {
@@ -166,6 +178,7 @@ impl std::fmt::Debug for Request {
             Self::Read { .. } => "Read",
             Self::Membership { .. } => "Membership",
             Self::Members { .. } => "Members",
+            Self::History { .. } => "History",
             Self::TransferLeader { .. } => "TransferLeader",
         })
     }
@@ -204,6 +217,7 @@ pub fn start(
     };
     let (requests, rx) = mpsc::channel(4096);
     let (status_tx, status) = watch::channel(Some(replica.status()));
+    let (changes, _) = broadcast::channel(WATCH_BUFFER);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -216,6 +230,7 @@ pub fn start(
         waiting: HashMap::new(),
         seq: 0,
         status: status_tx,
+        changes: changes.clone(),
         peers: BTreeSet::new(),
     };
     let mut shell = shell;
@@ -226,7 +241,11 @@ pub fn start(
         .name(format!("raft-{}", shell.replica.id()))
         .spawn(move || runtime.block_on(shell.run()))
         .map_err(StartError::Thread)?;
-    Ok(NodeHandle { requests, status })
+    Ok(NodeHandle {
+        requests,
+        status,
+        changes,
+    })
 }
 
 impl NodeHandle {
@@ -288,6 +307,39 @@ impl NodeHandle {
             .map_err(|_| StoreError::Stopped)
     }
 
+    /// Watches changes to keys under `prefix` after revision `after`
+    /// (0: from the oldest change kept). Changes arrive in revision order,
+    /// each once, as this member applies them.
+    pub async fn watch(&self, prefix: String, after: u64) -> Result<Watch, WatchError> {
+        // Subscribe before reading the history, so nothing falls between.
+        let live = self.changes.subscribe();
+        let mut watch = Watch {
+            handle: self.clone(),
+            live,
+            prefix,
+            last: after,
+            backlog: std::collections::VecDeque::new(),
+        };
+        watch.catch_up().await?;
+        Ok(watch)
+    }
+
+    async fn history(&self, prefix: String, after: u64) -> Result<Vec<Event>, WatchError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::History {
+                prefix,
+                after,
+                reply,
+            })
+            .await
+            .map_err(|_| WatchError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| WatchError::Stopped)?
+            .map_err(WatchError::Compacted)
+    }
+
     /// The replica's status after its last loop turn.
     pub fn status(&self) -> Option<ReplicaStatus> {
         self.status.borrow().clone()
@@ -307,6 +359,7 @@ struct Shell {
     waiting: HashMap<RequestId, (Waiter, Instant)>,
     seq: u64,
     status: watch::Sender<Option<ReplicaStatus>>,
+    changes: broadcast::Sender<Change>,
     /// Peers currently in the transport's directory.
     peers: BTreeSet<u64>,
 }
@@ -425,6 +478,13 @@ impl Shell {
                     Err(error) => drop(reply.send(Err(refused(error)))),
                 }
             }
+            Request::History {
+                prefix,
+                after,
+                reply,
+            } => {
+                drop(reply.send(self.replica.state().events_after(after, &prefix)));
+            }
             Request::Members { reply } => {
                 let members = self.replica.state().members().values().cloned().collect();
                 drop(reply.send(members));
@@ -449,7 +509,19 @@ impl Shell {
             changed
         });
         let mut members_changed = output.restored;
+        if output.restored {
+            // Watchers cannot tell which changes a snapshot stood in for;
+            // they re-read the history after what they last saw.
+            let _ = self.changes.send(Change::Restored);
+        }
         for applied in output.applied {
+            if let Applied::Command {
+                event: Some(event), ..
+            } = &applied
+            {
+                // No watcher listening is not an error.
+                let _ = self.changes.send(Change::Event(event.clone()));
+            }
             let Some(request) = applied.request() else {
                 members_changed = true;
                 continue;
@@ -572,5 +644,68 @@ fn answer(state: &StoreState, query: &Query) -> ReadResult {
     ReadResult {
         revision: state.revision(),
         records,
+    }
+}
+
+/// What the member tells its watchers.
+#[derive(Clone, Debug)]
+enum Change {
+    /// A key changed.
+    Event(Event),
+    /// A snapshot replaced the whole state.
+    Restored,
+}
+
+/// A watch ended.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WatchError {
+    /// The changes the watch needs are no longer kept; start over from a
+    /// fresh read.
+    #[error(transparent)]
+    Compacted(Compacted),
+    /// The member stopped.
+    #[error("the cluster member has stopped")]
+    Stopped,
+}
+
+/// A stream of changes under a prefix; see [`NodeHandle::watch`].
+#[derive(Debug)]
+pub struct Watch {
+    handle: NodeHandle,
+    live: broadcast::Receiver<Change>,
+    prefix: String,
+    /// The revision of the last change handed out (or the starting point).
+    last: u64,
+    backlog: std::collections::VecDeque<Event>,
+}
+
+impl Watch {
+    /// The next change.
+    pub async fn next(&mut self) -> Result<Event, WatchError> {
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                self.last = event.revision;
+                return Ok(event);
+            }
+            match self.live.recv().await {
+                Ok(Change::Event(event)) => {
+                    if event.revision > self.last && event.key.as_str().starts_with(&self.prefix) {
+                        self.last = event.revision;
+                        return Ok(event);
+                    }
+                }
+                Ok(Change::Restored) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.catch_up().await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(WatchError::Stopped),
+            }
+        }
+    }
+
+    /// Refills the backlog from the store's history after `last`.
+    async fn catch_up(&mut self) -> Result<(), WatchError> {
+        let events = self.handle.history(self.prefix.clone(), self.last).await?;
+        self.backlog = events.into();
+        Ok(())
     }
 }

@@ -280,3 +280,53 @@ async fn the_cluster_elects_a_new_leader_and_keeps_every_acknowledged_write_when
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_any_member_sees_every_change_under_its_prefix_in_order_and_resumes() {
+    let ca =
+        CertificateAuthority::create(&SubjectName::try_from("test").unwrap(), SystemTime::now())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_members(&ca, dir.path()).await;
+    let watcher = &nodes[2].handle;
+    let mut watch = watcher.watch("site/".into(), 0).await.unwrap();
+
+    // Writes through every member, some outside the prefix.
+    let mut revisions = Vec::new();
+    for i in 0..30 {
+        let key = if i % 3 == 0 {
+            format!("other/{i}")
+        } else {
+            format!("site/{i}")
+        };
+        let outcome = nodes[i % 3].handle.propose(put(&key, "v")).await.unwrap();
+        let Outcome::Written { revision } = outcome else {
+            panic!("{outcome:?}");
+        };
+        if key.starts_with("site/") {
+            revisions.push(revision);
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.len() < revisions.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the next change within 10 s")
+            .unwrap();
+        assert!(event.key.as_str().starts_with("site/"), "{event:?}");
+        seen.push(event.revision);
+    }
+    assert_eq!(
+        seen, revisions,
+        "every change under the prefix, in order, once"
+    );
+
+    // A watch started after a revision it has seen gets only what followed.
+    let resume_after = revisions[9];
+    let mut resumed = watcher.watch("site/".into(), resume_after).await.unwrap();
+    let mut rest = Vec::new();
+    while rest.len() < revisions.len() - 10 {
+        rest.push(resumed.next().await.unwrap().revision);
+    }
+    assert_eq!(rest, revisions[10..]);
+}
