@@ -824,3 +824,56 @@ fn decode_request(bytes: &[u8]) -> Option<RequestId> {
     let seq = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
     Some(RequestId { node, seq })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        // Read contexts come back from the leader: any bytes either name a
+        // request or are ignored.
+        #[test]
+        fn read_contexts_round_trip_and_other_bytes_never_panic(
+            node in 0..u64::MAX,
+            seq in 0..u64::MAX,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+        ) {
+            let id = RequestId { node, seq };
+            proptest::prop_assert_eq!(decode_request(&encode_request(id)), Some(id));
+            let decoded = decode_request(&bytes);
+            proptest::prop_assert_eq!(decoded.is_some(), bytes.len() >= 16);
+        }
+
+        #[test]
+        fn membership_contexts_never_panic_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)
+        ) {
+            let _ = postcard::from_bytes::<MembershipChange>(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_membership_change_becomes_one_conf_change_with_its_steps_and_context() {
+        let change = MembershipChange {
+            id: RequestId { node: 1, seq: 7 },
+            upsert: vec![],
+            remove: vec![3],
+            steps: vec![MembershipStep::AddVoter(4), MembershipStep::Remove(3)],
+        };
+        let cc = change.conf_change();
+        let kinds: Vec<_> = cc
+            .get_changes()
+            .iter()
+            .map(|c| (c.node_id, c.get_change_type()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (4, ConfChangeType::AddNode),
+                (3, ConfChangeType::RemoveNode)
+            ]
+        );
+        let back: MembershipChange = postcard::from_bytes(cc.get_context()).unwrap();
+        assert_eq!(back, change);
+    }
+}

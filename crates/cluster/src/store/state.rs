@@ -454,4 +454,37 @@ mod tests {
         assert_eq!(StoreState::decode(&[]).unwrap(), StoreState::default());
         assert!(StoreState::decode(&[0xff; 7]).is_err());
     }
+
+    proptest::proptest! {
+        // Snapshots arrive from peers: whatever the bytes, decoding answers
+        // with a state or an error, never a panic.
+        #[test]
+        fn snapshot_decoding_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            let _ = StoreState::decode(&bytes);
+        }
+
+        #[test]
+        fn a_snapshot_of_any_history_of_writes_restores_equal(
+            ops in proptest::collection::vec((0..6u8, proptest::option::of(0..4u8), proptest::prelude::any::<bool>()), 0..64)
+        ) {
+            let mut state = StoreState::default();
+            for (i, (k, expect, delete)) in ops.into_iter().enumerate() {
+                let key = key(&format!("k{k}"));
+                let expect = match expect {
+                    None => Expect::Any,
+                    Some(0) => Expect::Absent,
+                    Some(r) => Expect::Revision(u64::from(r)),
+                };
+                let command = if delete {
+                    Command::Delete { key, expect }
+                } else {
+                    Command::Put { key, value: i.to_string().into_bytes(), expect }
+                };
+                state.apply(command);
+            }
+            proptest::prop_assert_eq!(StoreState::decode(&state.encode()).unwrap(), state);
+        }
+    }
 }
