@@ -314,7 +314,7 @@ impl NodeHandle {
         // Subscribe before reading the history, so nothing falls between.
         let live = self.changes.subscribe();
         let mut watch = Watch {
-            handle: self.clone(),
+            requests: self.requests.downgrade(),
             live,
             prefix,
             last: after,
@@ -322,22 +322,6 @@ impl NodeHandle {
         };
         watch.catch_up().await?;
         Ok(watch)
-    }
-
-    async fn history(&self, prefix: String, after: u64) -> Result<Vec<Event>, WatchError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::History {
-                prefix,
-                after,
-                reply,
-            })
-            .await
-            .map_err(|_| WatchError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| WatchError::Stopped)?
-            .map_err(WatchError::Compacted)
     }
 
     /// The replica's status after its last loop turn.
@@ -349,6 +333,28 @@ impl NodeHandle {
     pub fn watch_status(&self) -> watch::Receiver<Option<ReplicaStatus>> {
         self.status.clone()
     }
+}
+
+/// Asks the member for the changes under `prefix` after `after`.
+async fn history(
+    requests: &mpsc::WeakSender<Request>,
+    prefix: String,
+    after: u64,
+) -> Result<Vec<Event>, WatchError> {
+    let requests = requests.upgrade().ok_or(WatchError::Stopped)?;
+    let (reply, answer) = oneshot::channel();
+    requests
+        .send(Request::History {
+            prefix,
+            after,
+            reply,
+        })
+        .await
+        .map_err(|_| WatchError::Stopped)?;
+    answer
+        .await
+        .map_err(|_| WatchError::Stopped)?
+        .map_err(WatchError::Compacted)
 }
 
 struct Shell {
@@ -671,7 +677,8 @@ pub enum WatchError {
 /// A stream of changes under a prefix; see [`NodeHandle::watch`].
 #[derive(Debug)]
 pub struct Watch {
-    handle: NodeHandle,
+    /// Weak, so that a forgotten watch does not keep the member running.
+    requests: mpsc::WeakSender<Request>,
     live: broadcast::Receiver<Change>,
     prefix: String,
     /// The revision of the last change handed out (or the starting point).
@@ -704,7 +711,7 @@ impl Watch {
 
     /// Refills the backlog from the store's history after `last`.
     async fn catch_up(&mut self) -> Result<(), WatchError> {
-        let events = self.handle.history(self.prefix.clone(), self.last).await?;
+        let events = history(&self.requests, self.prefix.clone(), self.last).await?;
         self.backlog = events.into();
         Ok(())
     }

@@ -330,3 +330,34 @@ async fn a_watch_on_any_member_sees_every_change_under_its_prefix_in_order_and_r
     }
     assert_eq!(rest, revisions[10..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stops_when_its_last_handle_goes_and_its_watches_end() {
+    log_to_test_output();
+    let ca =
+        CertificateAuthority::create(&SubjectName::try_from("test").unwrap(), SystemTime::now())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (only, _) = launch(&ca, dir.path(), 1, |addr| {
+        Start::Bootstrap(Member {
+            id: 1,
+            name: "node-1".into(),
+            peer_addr: addr,
+            api_addr: addr,
+        })
+    })
+    .await;
+    leader_of(std::slice::from_ref(&only)).await;
+    only.handle.propose(put("a", "1")).await.unwrap();
+    let mut watch = only.handle.watch(String::new(), 0).await.unwrap();
+    assert_eq!(watch.next().await.unwrap().key.as_str(), "a");
+    drop(only.handle);
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends once the member stops");
+    assert_eq!(ended, Err(cluster::node::WatchError::Stopped));
+    // The log is closed: the same directory opens again in this process.
+    only.transport.shutdown().await;
+    let reopened = cluster::raft::storage::LogStore::open(&dir.path().join("raft-1"));
+    assert!(reopened.is_ok(), "{reopened:?}");
+}
