@@ -51,6 +51,7 @@
 //!   the peer port.
 #![forbid(unsafe_code)]
 
+pub mod join;
 pub mod node;
 pub mod pki;
 pub mod raft;
