@@ -48,9 +48,11 @@
 //!   required by the server.
 //! - [`store`] is the deterministic state machine; [`raft`] the replica and
 //!   its log; [`node`] the thread and handle the agent uses; [`transport`]
-//!   the peer port.
+//!   the peer port; [`membership`] the leader's rule for who votes;
+//!   [`join`] the join tokens. The last two are pure.
 #![forbid(unsafe_code)]
 
+pub mod join;
 pub mod membership;
 pub mod node;
 pub mod pki;
