@@ -126,9 +126,8 @@ async fn leader_of(nodes: &[Running]) -> u64 {
     .await
 }
 
-/// Bootstraps member 1 and grows the cluster to three voters.
-async fn three_members(ca: &CertificateAuthority, dir: &std::path::Path) -> Vec<Running> {
-    log_to_test_output();
+/// Starts member 1 as a new one-voter cluster.
+async fn bootstrap(ca: &CertificateAuthority, dir: &std::path::Path) -> Running {
     let (first, _) = launch(ca, dir, 1, |addr| {
         Start::Bootstrap(Member {
             id: 1,
@@ -138,7 +137,13 @@ async fn three_members(ca: &CertificateAuthority, dir: &std::path::Path) -> Vec<
         })
     })
     .await;
-    let mut nodes = vec![first];
+    first
+}
+
+/// Bootstraps member 1 and grows the cluster to three voters.
+async fn three_members(ca: &CertificateAuthority, dir: &std::path::Path) -> Vec<Running> {
+    log_to_test_output();
+    let mut nodes = vec![bootstrap(ca, dir).await];
     leader_of(&nodes).await;
     for id in 2..=3 {
         let members = nodes[0].handle.members().await.unwrap();
@@ -338,15 +343,7 @@ async fn a_member_stops_when_its_last_handle_goes_and_its_watches_end() {
         CertificateAuthority::create(&SubjectName::try_from("test").unwrap(), SystemTime::now())
             .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (only, _) = launch(&ca, dir.path(), 1, |addr| {
-        Start::Bootstrap(Member {
-            id: 1,
-            name: "node-1".into(),
-            peer_addr: addr,
-            api_addr: addr,
-        })
-    })
-    .await;
+    let only = bootstrap(&ca, dir.path()).await;
     leader_of(std::slice::from_ref(&only)).await;
     only.handle.propose(put("a", "1")).await.unwrap();
     let mut watch = only.handle.watch(String::new(), 0).await.unwrap();

@@ -118,6 +118,8 @@ fn check_linearizable(sim: &Sim, seed: u64, at_least: usize) {
     let completed = sim.completed;
     let unknown = sim.unknown;
     let history = sim.history.snapshot().expect("a well-formed history");
+    // CAIRN_SIM_HISTORY=FILE keeps the recorded history for offline study
+    // (lincheck's tests read such dumps back).
     if let Ok(path) = std::env::var("CAIRN_SIM_HISTORY") {
         std::fs::write(&path, format!("{:#?}", history.operations())).unwrap();
     }
