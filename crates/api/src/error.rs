@@ -26,8 +26,31 @@ pub enum ErrorCode {
     RateLimited,
     /// 409: the node already belongs to a cluster.
     AlreadyMember,
-    /// 501: joining an existing cluster is not available on this node yet.
-    JoinUnavailable,
+    /// 403: the join token is unknown, wrong, expired, revoked or used up.
+    InvalidJoinToken,
+    /// 404: the key does not exist.
+    KeyNotFound,
+    /// 404: no member has that name.
+    MemberNotFound,
+    /// 409: compare-and-set failed: the key is at another revision; the
+    /// message names it.
+    RevisionConflict,
+    /// 409: a node of that name is already a member.
+    MemberExists,
+    /// 410: a watch asked for changes older than the history keeps; list
+    /// again and watch from the list's revision.
+    Compacted,
+    /// 502: the cluster a join named could not be reached or answered
+    /// wrongly.
+    ClusterUnreachable,
+    /// 502: the cluster's CA is not the one the join pinned.
+    CaMismatch,
+    /// 503: the cluster has no leader right now (no quorum, or an
+    /// election is running); retry.
+    NoLeader,
+    /// 504: a write was not confirmed in time; it may or may not have been
+    /// applied.
+    OutcomeUnknown,
     /// 400: the request is malformed (bad JSON, unknown field, bad value).
     BadRequest,
     /// 422: a machine config was refused; the message names the key and
@@ -54,24 +77,29 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::ClientCertificateRequired | ErrorCode::InvalidClientCertificate => 401,
-            ErrorCode::RoleTooLow | ErrorCode::MaintenanceMode | ErrorCode::InvalidSetupToken => {
-                403
-            }
-            ErrorCode::NotFound => 404,
+            ErrorCode::RoleTooLow
+            | ErrorCode::MaintenanceMode
+            | ErrorCode::InvalidSetupToken
+            | ErrorCode::InvalidJoinToken => 403,
+            ErrorCode::NotFound | ErrorCode::KeyNotFound | ErrorCode::MemberNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
-            ErrorCode::AlreadyMember => 409,
+            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => {
+                409
+            }
+            ErrorCode::Compacted => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidConfig => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::JoinUnavailable => 501,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::ClusterUnreachable | ErrorCode::CaMismatch => 502,
+            ErrorCode::Unavailable | ErrorCode::NoLeader => 503,
+            ErrorCode::OutcomeUnknown => 504,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -79,7 +107,16 @@ impl ErrorCode {
         ErrorCode::InvalidSetupToken,
         ErrorCode::RateLimited,
         ErrorCode::AlreadyMember,
-        ErrorCode::JoinUnavailable,
+        ErrorCode::InvalidJoinToken,
+        ErrorCode::KeyNotFound,
+        ErrorCode::MemberNotFound,
+        ErrorCode::RevisionConflict,
+        ErrorCode::MemberExists,
+        ErrorCode::Compacted,
+        ErrorCode::ClusterUnreachable,
+        ErrorCode::CaMismatch,
+        ErrorCode::NoLeader,
+        ErrorCode::OutcomeUnknown,
         ErrorCode::BadRequest,
         ErrorCode::InvalidConfig,
         ErrorCode::PayloadTooLarge,

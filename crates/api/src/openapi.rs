@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 document of the API, built from [`ROUTES`] and the
 //! JSON schemas of the body types.
 //!
-//! Role requirements travel in two vendor extensions per operation:
-//! `x-cairn-role` (the least role a member node asks for) and
-//! `x-cairn-maintenance` (served to a node in maintenance mode with the
-//! setup token). Tests and tools walk the document through these.
+//! Access travels in two vendor extensions per operation: `x-cairn-access`
+//! (`certificate`, `setup_token` for a node in maintenance mode, or
+//! `join_token` for a node asking a member to admit it) and, for
+//! certificate routes, `x-cairn-role` (the least role the certificate must
+//! carry). Tests and tools walk the document through these.
 
 use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
@@ -44,11 +45,12 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
                 "Served by cairnd on port {API_PORT} over TLS 1.3. A member node requires a \
-                 client certificate from the cluster CA on every route; its organisation \
-                 (cairn:reader, cairn:operator, cairn:admin) must reach the operation's \
-                 x-cairn-role. A node in maintenance mode serves only the operations marked \
-                 x-cairn-maintenance, authorised by the setup token in the body. Every error is \
-                 an ApiError with a stable code."
+                 client certificate from the cluster CA on the operations whose x-cairn-access \
+                 is certificate; its organisation (cairn:reader, cairn:operator, cairn:admin) \
+                 must reach the operation's x-cairn-role. A node in maintenance mode serves only \
+                 the setup_token operations, authorised by the setup token in the body. A member \
+                 serves join_token operations to nodes that present a join token in the body. \
+                 Every error is an ApiError with a stable code."
             ),
         },
         "paths": paths,
@@ -79,14 +81,24 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     let mut op = Map::new();
     op.insert("operationId".into(), route.operation.into());
     op.insert("summary".into(), route.summary.into());
-    op.insert("x-cairn-role".into(), route.role.as_str().into());
-    op.insert("x-cairn-maintenance".into(), route.maintenance.into());
-    op.insert(
-        "security".into(),
-        json!([{ "cluster_client_certificate": [] }]),
-    );
+    op.insert("x-cairn-access".into(), route.access.as_str().into());
+    if let Some(role) = route.access.role() {
+        op.insert("x-cairn-role".into(), role.as_str().into());
+        op.insert(
+            "security".into(),
+            json!([{ "cluster_client_certificate": [] }]),
+        );
+    } else {
+        op.insert("security".into(), json!([]));
+    }
+    let mut parameters = path_parameters(route.path);
     if let Some(query) = route.query {
-        op.insert("parameters".into(), query_parameters(query, generator));
+        if let Value::Array(query) = query_parameters(query, generator) {
+            parameters.extend(query);
+        }
+    }
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), Value::Array(parameters));
     }
     if let Some(request) = route.request {
         op.insert(
@@ -117,7 +129,6 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
                 }),
             );
         }
-        Success::Reserved => {}
     }
     let error = reference(error_schema, generator);
     let mut codes: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.status()).collect();
@@ -140,6 +151,21 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     }
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
+}
+
+/// One required string parameter per `{name}` in the path.
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            json!({
+                "name": name,
+                "in": "path",
+                "required": true,
+                "schema": { "type": "string" },
+            })
+        })
+        .collect()
 }
 
 /// Turns a query struct's schema into OpenAPI parameters, one per field.
@@ -184,12 +210,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_appears_with_its_role() {
+    fn every_route_appears_with_its_access() {
         let doc = document();
         for route in ROUTES {
             let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
             assert_eq!(op["operationId"], route.operation);
-            assert_eq!(op["x-cairn-role"], route.role.as_str());
+            assert_eq!(op["x-cairn-access"], route.access.as_str());
+            match route.access.role() {
+                Some(role) => assert_eq!(op["x-cairn-role"], role.as_str()),
+                None => assert!(op.get("x-cairn-role").is_none()),
+            }
             assert_eq!(
                 op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
                 "#/components/schemas/ApiError"
@@ -209,6 +239,17 @@ mod tests {
                 "dangling {target}"
             );
         }
+    }
+
+    #[test]
+    fn path_placeholders_become_path_parameters() {
+        let doc = document();
+        let params = doc["paths"]["/v1/cluster/tokens/{id}/revoke"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        assert_eq!(params.len(), 1);
+        assert_eq!(params[0]["name"], "id");
+        assert_eq!(params[0]["in"], "path");
     }
 
     #[test]

@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
 use crate::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse,
-    IssueCertificateRequest, IssuedCertificate, JoinRequest, KernelLog, LogEntry, LogQuery,
-    MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
+    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse,
+    KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,
+    KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest,
+    MemberRemoved, NetworkState, NodeInfo, PowerResponse, TokenCreateRequest, TokenInfo,
+    TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`
@@ -83,6 +86,8 @@ pub enum Method {
     Post,
     /// Replace.
     Put,
+    /// Remove.
+    Delete,
 }
 
 impl Method {
@@ -92,12 +97,47 @@ impl Method {
             Method::Get => "GET",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Delete => "DELETE",
         }
     }
 
     /// Whether a call changes something on the node.
     pub const fn is_mutating(self) -> bool {
         !matches!(self, Method::Get)
+    }
+}
+
+/// Who may call a route, and with what proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A member node, with a client certificate from the cluster CA whose
+    /// role is at least this one.
+    Certificate(Role),
+    /// A node in maintenance mode, with its setup token in the body; no
+    /// client certificate.
+    SetupToken,
+    /// A member node, with a join token in the body; no client certificate
+    /// (the caller is a node that is not a member yet).
+    JoinToken,
+}
+
+impl Access {
+    /// The stable name used in the OpenAPI document (`certificate`,
+    /// `setup_token`, `join_token`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Access::Certificate(_) => "certificate",
+            Access::SetupToken => "setup_token",
+            Access::JoinToken => "join_token",
+        }
+    }
+
+    /// The role a certificate needs, for certificate routes.
+    pub const fn role(self) -> Option<Role> {
+        match self {
+            Access::Certificate(role) => Some(role),
+            Access::SetupToken | Access::JoinToken => None,
+        }
     }
 }
 
@@ -124,9 +164,6 @@ pub enum Success {
         /// The schema of each line.
         line: SchemaFn,
     },
-    /// Nothing yet: the route is reserved and answers an [`ApiError`]
-    /// until the feature behind it lands.
-    Reserved,
 }
 
 /// One route.
@@ -140,11 +177,8 @@ pub struct Route {
     pub operation: &'static str,
     /// One line for humans.
     pub summary: &'static str,
-    /// The least role a member node asks of the caller's certificate.
-    pub role: Role,
-    /// Whether a node in maintenance mode serves it (with the setup token
-    /// in the body instead of a client certificate).
-    pub maintenance: bool,
+    /// Who may call it.
+    pub access: Access,
     /// Query string, described by a struct whose fields are the
     /// parameters.
     pub query: Option<SchemaFn>,
@@ -161,8 +195,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/version",
         operation: "version",
         summary: "Cairn and API version of the node",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: None,
         request: None,
         success: Success::Json {
@@ -175,8 +208,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node",
         operation: "node_info",
         summary: "Name, version, addresses, uptime, kernel, boot entry and certificates",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: None,
         request: None,
         success: Success::Json {
@@ -189,8 +221,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/logs",
         operation: "node_logs",
         summary: "System log of init and cairnd, this boot or an earlier one, optionally followed",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: Some(schema::<LogQuery>),
         request: None,
         success: Success::NdJson {
@@ -202,8 +233,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/dmesg",
         operation: "node_dmesg",
         summary: "Kernel log",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: None,
         request: None,
         success: Success::Json {
@@ -216,8 +246,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/network",
         operation: "node_network",
         summary: "Links, addresses, routes, DNS and host name",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: None,
         request: None,
         success: Success::Json {
@@ -230,8 +259,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/config",
         operation: "node_config_get",
         summary: "The machine config in force, secrets redacted",
-        role: Role::Reader,
-        maintenance: false,
+        access: Access::Certificate(Role::Reader),
         query: None,
         request: None,
         success: Success::Json {
@@ -244,8 +272,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/config",
         operation: "node_config_apply",
         summary: "Validate and apply a new machine config (or only validate, with dry_run)",
-        role: Role::Operator,
-        maintenance: false,
+        access: Access::Certificate(Role::Operator),
         query: None,
         request: Some(schema::<ApplyConfigRequest>),
         success: Success::Json {
@@ -258,8 +285,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/reboot",
         operation: "node_reboot",
         summary: "Orderly reboot through cairn-init",
-        role: Role::Operator,
-        maintenance: false,
+        access: Access::Certificate(Role::Operator),
         query: None,
         request: None,
         success: Success::Json {
@@ -272,8 +298,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/node/shutdown",
         operation: "node_shutdown",
         summary: "Orderly power-off through cairn-init",
-        role: Role::Operator,
-        maintenance: false,
+        access: Access::Certificate(Role::Operator),
         query: None,
         request: None,
         success: Success::Json {
@@ -286,8 +311,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/certs",
         operation: "cert_issue",
         summary: "Issue a client certificate for a role from a CSR",
-        role: Role::Admin,
-        maintenance: false,
+        access: Access::Certificate(Role::Admin),
         query: None,
         request: Some(schema::<IssueCertificateRequest>),
         success: Success::Json {
@@ -300,8 +324,7 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/cluster/bootstrap",
         operation: "cluster_bootstrap",
         summary: "Create a new cluster with this node as its first member",
-        role: Role::Admin,
-        maintenance: true,
+        access: Access::SetupToken,
         query: None,
         request: Some(schema::<BootstrapRequest>),
         success: Success::Json {
@@ -313,12 +336,156 @@ pub const ROUTES: &[Route] = &[
         method: Method::Post,
         path: "/v1/cluster/join",
         operation: "cluster_join",
-        summary: "Join an existing cluster (answers join_unavailable until Raft membership lands)",
-        role: Role::Admin,
-        maintenance: true,
+        summary: "Join an existing cluster with a join token, pinning its CA",
+        access: Access::SetupToken,
         query: None,
         request: Some(schema::<JoinRequest>),
-        success: Success::Reserved,
+        success: Success::Json {
+            status: 200,
+            body: schema::<JoinResponse>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/cluster",
+        operation: "cluster_status",
+        summary: "Members, their roles and conditions, leader, term and indexes",
+        access: Access::Certificate(Role::Reader),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ClusterStatus>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/tokens",
+        operation: "token_create",
+        summary: "Make a join token (the secret is shown once)",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: Some(schema::<TokenCreateRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<CreatedToken>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/cluster/tokens",
+        operation: "token_list",
+        summary: "Join tokens, without their secrets",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<TokenList>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/tokens/{id}/revoke",
+        operation: "token_revoke",
+        summary: "Revoke a join token",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<TokenInfo>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/members",
+        operation: "member_add",
+        summary: "Admit a node that presents a join token (called by the joining node)",
+        access: Access::JoinToken,
+        query: None,
+        request: Some(schema::<MemberJoinRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<MemberGrant>,
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/cluster/members/{name}",
+        operation: "member_remove",
+        summary: "Remove a member from the cluster",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<MemberRemoved>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/kv",
+        operation: "kv_list",
+        summary: "Records whose keys start with a prefix, in key order (linearizable)",
+        access: Access::Certificate(Role::Reader),
+        query: Some(schema::<KvListQuery>),
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<KvList>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/kv/entry",
+        operation: "kv_get",
+        summary: "One record (linearizable)",
+        access: Access::Certificate(Role::Reader),
+        query: Some(schema::<KvKeyQuery>),
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<KvRecord>,
+        },
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/kv/entry",
+        operation: "kv_put",
+        summary: "Write a value, optionally only at a given revision (compare-and-set)",
+        access: Access::Certificate(Role::Operator),
+        query: None,
+        request: Some(schema::<KvPutRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<KvWritten>,
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/kv/entry",
+        operation: "kv_delete",
+        summary: "Delete a key, optionally only at a given revision",
+        access: Access::Certificate(Role::Operator),
+        query: Some(schema::<KvKeyQuery>),
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<KvWritten>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/kv/watch",
+        operation: "kv_watch",
+        summary: "Stream changes under a prefix, resuming after a revision",
+        access: Access::Certificate(Role::Reader),
+        query: Some(schema::<KvWatchQuery>),
+        request: None,
+        success: Success::NdJson {
+            line: schema::<KvEvent>,
+        },
     },
 ];
 
@@ -359,19 +526,27 @@ mod tests {
     }
 
     #[test]
-    fn every_mutating_route_needs_more_than_reader() {
+    fn every_mutating_certificate_route_needs_more_than_reader() {
         for r in ROUTES.iter().filter(|r| r.method.is_mutating()) {
-            assert!(r.role > Role::Reader, "{} is mutating", r.operation);
+            if let Access::Certificate(role) = r.access {
+                assert!(role > Role::Reader, "{} is mutating", r.operation);
+            }
         }
     }
 
     #[test]
-    fn only_bootstrap_and_join_are_served_in_maintenance_mode() {
-        let maintenance: Vec<_> = ROUTES
-            .iter()
-            .filter(|r| r.maintenance)
-            .map(|r| r.operation)
-            .collect();
-        assert_eq!(maintenance, ["cluster_bootstrap", "cluster_join"]);
+    fn only_bootstrap_and_join_take_a_setup_token_and_only_member_add_a_join_token() {
+        let with = |access: Access| -> Vec<_> {
+            ROUTES
+                .iter()
+                .filter(|r| r.access == access)
+                .map(|r| r.operation)
+                .collect()
+        };
+        assert_eq!(
+            with(Access::SetupToken),
+            ["cluster_bootstrap", "cluster_join"]
+        );
+        assert_eq!(with(Access::JoinToken), ["member_add"]);
     }
 }

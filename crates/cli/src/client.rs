@@ -140,6 +140,7 @@ impl NodeClient {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
             Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
         };
         self.http
             .request(method, self.endpoint.url(&format!("{}{query}", route.path)))

@@ -295,7 +295,13 @@ pub fn describe_refusal(
     };
     let mut message = match error.code {
         // The node accepted the request and then failed at it.
-        ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::Timeout => {
+        ErrorCode::Internal
+        | ErrorCode::Unavailable
+        | ErrorCode::Timeout
+        | ErrorCode::NoLeader
+        | ErrorCode::OutcomeUnknown
+        | ErrorCode::ClusterUnreachable
+        | ErrorCode::CaMismatch => {
             format!("the node failed to carry out {operation}: {said}")
         }
         ErrorCode::ClientCertificateRequired
@@ -305,7 +311,12 @@ pub fn describe_refusal(
         | ErrorCode::InvalidSetupToken
         | ErrorCode::RateLimited
         | ErrorCode::AlreadyMember
-        | ErrorCode::JoinUnavailable
+        | ErrorCode::InvalidJoinToken
+        | ErrorCode::KeyNotFound
+        | ErrorCode::MemberNotFound
+        | ErrorCode::RevisionConflict
+        | ErrorCode::MemberExists
+        | ErrorCode::Compacted
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::PayloadTooLarge
@@ -333,8 +344,26 @@ pub fn describe_refusal(
         ErrorCode::AlreadyMember => Some(
             "it belongs to a cluster already; talk to it with that cluster's context".to_owned(),
         ),
+        ErrorCode::NoLeader => Some(
+            "the cluster has no quorum or is electing a leader; retry in a few seconds".to_owned(),
+        ),
+        ErrorCode::OutcomeUnknown => Some(
+            "the write may or may not have been applied; read the key before retrying".to_owned(),
+        ),
+        ErrorCode::CaMismatch => Some(
+            "the cluster's CA fingerprint differs from --ca-hash; check the hash printed by `cairn cluster token create`"
+                .to_owned(),
+        ),
+        ErrorCode::Compacted => Some(
+            "list the keys again and watch from the list's revision".to_owned(),
+        ),
         ErrorCode::RoleTooLow
-        | ErrorCode::JoinUnavailable
+        | ErrorCode::InvalidJoinToken
+        | ErrorCode::KeyNotFound
+        | ErrorCode::MemberNotFound
+        | ErrorCode::RevisionConflict
+        | ErrorCode::MemberExists
+        | ErrorCode::ClusterUnreachable
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::PayloadTooLarge
@@ -369,11 +398,20 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::MaintenanceMode
         | ErrorCode::InvalidSetupToken
         | ErrorCode::RateLimited
-        | ErrorCode::AlreadyMember => Exit::PermissionDenied,
+        | ErrorCode::AlreadyMember
+        | ErrorCode::InvalidJoinToken => Exit::PermissionDenied,
         ErrorCode::BadRequest | ErrorCode::InvalidConfig | ErrorCode::PayloadTooLarge => {
             Exit::InvalidInput
         }
-        ErrorCode::JoinUnavailable
+        ErrorCode::KeyNotFound
+        | ErrorCode::MemberNotFound
+        | ErrorCode::RevisionConflict
+        | ErrorCode::MemberExists
+        | ErrorCode::Compacted
+        | ErrorCode::ClusterUnreachable
+        | ErrorCode::CaMismatch
+        | ErrorCode::NoLeader
+        | ErrorCode::OutcomeUnknown
         | ErrorCode::Timeout
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed

@@ -11,6 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::routes::Role;
 
+mod cluster;
+mod kv;
+
+pub use cluster::{
+    ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest, MemberRecord,
+    MemberRemoved, MemberRole, MemberState, MemberStatus, TokenCreateRequest, TokenInfo,
+    TokenList, TokenState,
+};
+pub use kv::{
+    KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,
+    KvWritten,
+};
+
 /// `GET /v1/version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionInfo {
