@@ -153,13 +153,15 @@ pub enum StartError {
 /// How a member starts.
 #[derive(Clone, Debug)]
 pub enum Start {
-    /// Create a new cluster whose only voter is this member.
+    /// Create a new cluster whose only voter is this member; when the log
+    /// already holds one (a restart), open it instead.
     Bootstrap(Member),
     /// Restart from the log on disk.
     Open,
     /// Join with an empty log: the cluster's members (as the join answer
     /// listed them) are reachable at once, and the leader catches this
-    /// member up with a snapshot.
+    /// member up with a snapshot. After a restart the log is opened and
+    /// the directory it holds takes over from this list.
     Join(Vec<Member>),
 }
 
@@ -200,6 +202,10 @@ pub fn start(
     let log = logger();
     let mut initial_peers = Vec::new();
     let replica = match how {
+        // The same start after a restart finds the log it made.
+        Start::Bootstrap(_) if !store.is_empty() => {
+            Replica::open(config, store, &log).map_err(StartError::Replica)?
+        }
         Start::Bootstrap(member) => {
             let mut replica =
                 Replica::bootstrap(config, store, member, &log).map_err(StartError::Replica)?;
@@ -271,8 +277,10 @@ impl NodeHandle {
         self.call(|reply| Request::Read { query, reply }).await
     }
 
-    /// Changes the Raft configuration (leader only), recording `upsert`
-    /// and forgetting `remove` in the member directory in the same entry.
+    /// Changes the Raft configuration, recording `upsert` and forgetting
+    /// `remove` in the member directory in the same entry. A follower
+    /// forwards the change to the leader; a leader that is busy with
+    /// another change drops it, and the call then times out.
     pub async fn change_membership(
         &self,
         steps: Vec<MembershipStep>,

@@ -457,18 +457,19 @@ impl Replica {
             .map_err(|_| ProposeError::Dropped)
     }
 
-    /// Proposes a membership change. Only the leader takes these, one at a
-    /// time; raft-rs would otherwise silently turn a second one into a
-    /// no-op.
+    /// Proposes a membership change, one at a time: a leader with a change
+    /// in progress refuses the next (raft-rs would otherwise silently turn
+    /// it into a no-op). A follower forwards it to the leader, which drops
+    /// it in that case; the caller's deadline then says so.
     pub fn propose_membership(&mut self, change: MembershipChange) -> Result<(), ProposeError> {
-        if self.node.raft.state != StateRole::Leader {
-            return Err(if self.node.raft.leader_id == raft::INVALID_ID {
-                ProposeError::NoLeader
-            } else {
-                ProposeError::Dropped
-            });
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            return Err(ProposeError::NoLeader);
         }
-        if self.node.raft.has_pending_conf() || self.conf_state.auto_leave {
+        // Only the leader knows whether a change is pending; a follower
+        // forwards the proposal and the leader drops it if one is.
+        if self.node.raft.state == StateRole::Leader
+            && (self.node.raft.has_pending_conf() || self.conf_state.auto_leave)
+        {
             return Err(ProposeError::ChangeInProgress);
         }
         self.node
