@@ -84,9 +84,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::KeyNotFound | ErrorCode::MemberNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
-            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => {
-                409
-            }
+            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => 409,
             ErrorCode::Compacted => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidConfig => 422,

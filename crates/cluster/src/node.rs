@@ -103,6 +103,10 @@ enum Request {
     Members {
         reply: oneshot::Sender<Vec<Member>>,
     },
+    ReadLocal {
+        query: Query,
+        reply: oneshot::Sender<ReadResult>,
+    },
     History {
         prefix: String,
         after: u64,
@@ -180,6 +184,7 @@ impl std::fmt::Debug for Request {
             Self::Read { .. } => "Read",
             Self::Membership { .. } => "Membership",
             Self::Members { .. } => "Members",
+            Self::ReadLocal { .. } => "ReadLocal",
             Self::History { .. } => "History",
             Self::TransferLeader { .. } => "TransferLeader",
         })
@@ -294,6 +299,17 @@ impl NodeHandle {
             reply,
         })
         .await
+    }
+
+    /// A read of this member's applied state, without asking the leader:
+    /// it may be stale, and it works without quorum (for status output).
+    pub async fn read_local(&self, query: Query) -> Result<ReadResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::ReadLocal { query, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)
     }
 
     /// The member directory as this member has applied it (not a
@@ -455,6 +471,9 @@ impl Shell {
                     }
                     Err(error) => drop(reply.send(Err(refused(error)))),
                 }
+            }
+            Request::ReadLocal { query, reply } => {
+                drop(reply.send(answer(self.replica.state(), &query)));
             }
             Request::Read { query, reply } => {
                 let id = self.next_id();

@@ -33,11 +33,13 @@
 use std::collections::BTreeMap;
 
 use protobuf::Message as _;
+/// A replica's Raft role, as [`ReplicaStatus::role`] reports it.
+pub use raft::StateRole;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     HardState, Message, Snapshot,
 };
-use raft::{ProgressState, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use raft::{ProgressState, RawNode, ReadOnlyOption, SnapshotStatus};
 use serde::{Deserialize, Serialize};
 
 use super::storage::{LogStore, LogWrite, StorageError};

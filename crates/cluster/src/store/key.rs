@@ -50,7 +50,7 @@ impl Namespace {
     }
 
     /// The caller's part of a store key of this namespace.
-    pub fn strip<'k>(self, key: &'k Key) -> Option<&'k str> {
+    pub fn strip(self, key: &Key) -> Option<&str> {
         key.as_str().strip_prefix(self.prefix())
     }
 }
