@@ -12,7 +12,7 @@ use std::io;
 use api::{ApiError, ErrorCode};
 use rustls::{AlertDescription, CertificateError};
 
-use crate::client::RequestError;
+use crate::client::{RequestError, UrlError};
 use crate::config::{ContextError, ContextName, LoadConfigError, SaveConfigError};
 use crate::duration::Span;
 use crate::endpoint::Endpoint;
@@ -41,11 +41,16 @@ pub enum Exit {
     /// 6: the node refused the input: invalid machine config, malformed
     /// request; or a local input file could not be read.
     InvalidInput,
+    /// 7: what the command names is not there or not as expected: no such
+    /// kv key or member, `--if-revision` did not match, the name is taken.
+    /// Scripts doing compare-and-set loops tell this apart from a broken
+    /// cluster by the code alone.
+    Conflict,
 }
 
 impl Exit {
     /// Every code, in order.
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Success,
         Exit::Failure,
         Exit::Usage,
@@ -53,6 +58,7 @@ impl Exit {
         Exit::Authentication,
         Exit::PermissionDenied,
         Exit::InvalidInput,
+        Exit::Conflict,
     ];
 
     /// The process exit code.
@@ -65,6 +71,7 @@ impl Exit {
             Exit::Authentication => 4,
             Exit::PermissionDenied => 5,
             Exit::InvalidInput => 6,
+            Exit::Conflict => 7,
         }
     }
 
@@ -78,6 +85,7 @@ impl Exit {
             Exit::Authentication => "TLS or authentication failure (fingerprint, CA, certificate)",
             Exit::PermissionDenied => "permission denied (role, setup token, maintenance mode)",
             Exit::InvalidInput => "invalid input (config refused, bad request, unreadable file)",
+            Exit::Conflict => "not found or conflict (kv key, member, --if-revision mismatch)",
         }
     }
 
@@ -211,9 +219,15 @@ pub enum CommandError {
         /// The last thing seen.
         last: String,
     },
-    /// A streamed log line is not a log entry.
-    #[error("the node sent a log line this client does not understand")]
-    BadLogLine(#[source] serde_json::Error),
+    /// A streamed line is not what the route promises.
+    #[error("the node sent a {what} this client does not understand")]
+    BadLine {
+        /// What the line should have been (`log line`, `watch event`).
+        what: &'static str,
+        /// Why it is not.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// `error` and its causes, joined with `: `.
@@ -247,7 +261,7 @@ pub fn describe(error: &CommandError) -> Failure {
         | CommandError::WriteOutput { .. }
         | CommandError::Stdout(_)
         | CommandError::WaitTimedOut { .. }
-        | CommandError::BadLogLine(_) => Failure::new(Exit::Failure, chain(error)),
+        | CommandError::BadLine { .. } => Failure::new(Exit::Failure, chain(error)),
         CommandError::Credential { .. } | CommandError::BadCredential(_) => {
             Failure::new(Exit::Authentication, chain(error))
         }
@@ -270,6 +284,14 @@ pub fn describe_request(error: &RequestError, trust: &Trust) -> Failure {
         RequestError::UnexpectedStatus { .. } | RequestError::UnknownOperation(_) => {
             Failure::new(Exit::Failure, error.to_string())
         }
+        RequestError::Url { source, .. } => match source {
+            // A value typed on the command line that no path can carry.
+            UrlError::UnusableValue { .. } => Failure::new(Exit::Usage, source.to_string()),
+            UrlError::MissingParameter(_)
+            | UrlError::UnusedParameter(_)
+            | UrlError::Base(_)
+            | UrlError::Query(_) => Failure::new(Exit::Failure, chain(error)),
+        },
         RequestError::Decode { .. } | RequestError::Encode { .. } => {
             Failure::new(Exit::Failure, chain(error))
         }
@@ -304,6 +326,12 @@ pub fn describe_refusal(
         | ErrorCode::CaMismatch => {
             format!("the node failed to carry out {operation}: {said}")
         }
+        // The answer is a plain "no such thing" or "not at that revision":
+        // the node's sentence says it all.
+        ErrorCode::KeyNotFound
+        | ErrorCode::MemberNotFound
+        | ErrorCode::RevisionConflict
+        | ErrorCode::MemberExists => said,
         ErrorCode::ClientCertificateRequired
         | ErrorCode::InvalidClientCertificate
         | ErrorCode::RoleTooLow
@@ -312,10 +340,6 @@ pub fn describe_refusal(
         | ErrorCode::RateLimited
         | ErrorCode::AlreadyMember
         | ErrorCode::InvalidJoinToken
-        | ErrorCode::KeyNotFound
-        | ErrorCode::MemberNotFound
-        | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists
         | ErrorCode::Compacted
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
@@ -334,7 +358,7 @@ pub fn describe_refusal(
             Trust::Pinned => "the credential may have expired or belong to another cluster".to_owned(),
         }),
         ErrorCode::MaintenanceMode => Some(
-            "the node belongs to no cluster yet; bootstrap it with `cairn cluster init`".to_owned(),
+            "the node belongs to no cluster yet; bootstrap it with `cairn cluster init` or join it with `cairn node join`".to_owned(),
         ),
         ErrorCode::InvalidSetupToken => Some(
             "the token is printed on the node's console or set as cluster.setup-token in its machine config"
@@ -357,13 +381,21 @@ pub fn describe_refusal(
         ErrorCode::Compacted => Some(
             "list the keys again and watch from the list's revision".to_owned(),
         ),
+        ErrorCode::InvalidJoinToken => Some(
+            "tokens expire, can be revoked and may be used up; make a new one with `cairn cluster token create`".to_owned(),
+        ),
+        ErrorCode::RevisionConflict => Some(
+            "read the current revision with `cairn kv get -o json KEY` and retry with it".to_owned(),
+        ),
+        ErrorCode::MemberNotFound => Some(
+            "`cairn cluster status` lists the members".to_owned(),
+        ),
+        ErrorCode::ClusterUnreachable => Some(
+            "the joining node could not reach the --cluster endpoint; check that it can, from the joining node's network".to_owned(),
+        ),
         ErrorCode::RoleTooLow
-        | ErrorCode::InvalidJoinToken
         | ErrorCode::KeyNotFound
-        | ErrorCode::MemberNotFound
-        | ErrorCode::RevisionConflict
         | ErrorCode::MemberExists
-        | ErrorCode::ClusterUnreachable
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::PayloadTooLarge
@@ -406,8 +438,8 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
         | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists
-        | ErrorCode::Compacted
+        | ErrorCode::MemberExists => Exit::Conflict,
+        ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
         | ErrorCode::CaMismatch
         | ErrorCode::NoLeader
@@ -778,7 +810,7 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_documented_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, (0..7).collect::<Vec<u8>>());
+        assert_eq!(codes, (0..8).collect::<Vec<u8>>());
         let help = Exit::help_table();
         for exit in Exit::ALL {
             assert!(help.contains(&format!("  {}  {}", exit.code(), exit.meaning())));
