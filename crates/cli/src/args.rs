@@ -448,6 +448,103 @@ mod tests {
         );
     }
 
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("{args:?} should parse: {e}"))
+            .command
+    }
+
+    #[test]
+    fn token_create_takes_operator_durations_and_a_use_limit() {
+        let Command::Cluster(ClusterCommand::Token(TokenCommand::Create(args))) = parse(&[
+            "cairn",
+            "cluster",
+            "token",
+            "create",
+            "--ttl",
+            "1h30m",
+            "--uses",
+            "3",
+            "--description",
+            "rack b",
+        ]) else {
+            panic!("not token create");
+        };
+        assert_eq!(args.ttl.map(Span::as_secs), Some(5400));
+        assert_eq!(args.uses, Some(3));
+        assert_eq!(args.description.as_deref(), Some("rack b"));
+
+        let Command::Cluster(ClusterCommand::Token(TokenCommand::Create(args))) =
+            parse(&["cairn", "cluster", "token", "create"])
+        else {
+            panic!("not token create");
+        };
+        // Left to the node's defaults.
+        assert_eq!((args.ttl, args.uses), (None, None));
+    }
+
+    #[test]
+    fn kv_commands_take_revisions_and_values_that_look_like_flags() {
+        let Command::Kv(KvCommand::Put {
+            key,
+            value,
+            if_revision,
+        }) = parse(&[
+            "cairn",
+            "kv",
+            "put",
+            "site/ntp",
+            "-5",
+            "--if-revision",
+            "42",
+        ])
+        else {
+            panic!("not kv put");
+        };
+        assert_eq!(
+            (key.as_str(), value.as_str(), if_revision),
+            ("site/ntp", "-5", Some(42))
+        );
+        let Command::Kv(KvCommand::Watch { prefix, after }) =
+            parse(&["cairn", "kv", "watch", "site/", "--after", "7"])
+        else {
+            panic!("not kv watch");
+        };
+        assert_eq!((prefix.as_deref(), after), (Some("site/"), Some(7)));
+        let Command::Kv(KvCommand::List { prefix, limit }) = parse(&["cairn", "kv", "list"]) else {
+            panic!("not kv list");
+        };
+        assert_eq!((prefix, limit), (None, None));
+    }
+
+    #[test]
+    fn node_join_parses_the_acceptance_command_line() {
+        let hash = format!("sha256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "node",
+            "join",
+            "--endpoint",
+            "10.0.0.6:7443",
+            "--setup-token",
+            "T",
+            "--cluster",
+            "10.0.0.5",
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--ca-hash",
+            &hash,
+        ])
+        .expect("join parses");
+        assert_eq!(cli.endpoint.expect("endpoint").to_string(), "10.0.0.6:7443");
+        let Command::Node(NodeCommand::Join(join)) = cli.command else {
+            panic!("not node join");
+        };
+        // The member's port defaults like every endpoint.
+        assert_eq!(join.cluster.to_string(), "10.0.0.5:7443");
+        assert_eq!(join.ca_hash.to_string(), hash);
+    }
+
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
@@ -472,6 +569,38 @@ mod tests {
                 "y",
             ],
             &["cairn", "node", "reboot", "--timeout", "5m"],
+            &["cairn", "cluster", "token", "create", "--ttl", "1 hour"],
+            &["cairn", "cluster", "token", "create", "--ttl", "0s"],
+            &["cairn", "cluster", "token", "create", "--uses", "0"],
+            &["cairn", "cluster", "token", "create", "--uses", "-1"],
+            &["cairn", "cluster", "token", "revoke", "ABC!"],
+            &["cairn", "kv", "put", "k", "v", "--if-revision", "x"],
+            &["cairn", "kv", "list", "--limit", "0"],
+            &["cairn", "kv", "get"],
+            &[
+                "cairn",
+                "node",
+                "join",
+                "--setup-token",
+                "t",
+                "--cluster",
+                "10.0.0.5",
+                "--token",
+                "abcdef.x",
+                "--ca-hash",
+                "sha256:abc",
+            ],
+            &[
+                "cairn",
+                "node",
+                "join",
+                "--setup-token",
+                "t",
+                "--cluster",
+                "10.0.0.5",
+                "--token",
+                "abcdef.x",
+            ],
         ] {
             let err = Cli::try_parse_from(args).expect_err("refused");
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -374,3 +374,90 @@ impl NodeClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::types::{KvKeyQuery, KvWatchQuery, LogQuery};
+    use proptest::prelude::*;
+
+    fn endpoint() -> Endpoint {
+        "10.0.0.5:7443".parse().expect("endpoint")
+    }
+
+    fn url_of(call: &Call) -> Result<url::Url, UrlError> {
+        let route = api::routes::route(call.operation()).expect("a route of the API");
+        call.url(&endpoint(), route.path)
+    }
+
+    #[test]
+    fn a_path_parameter_becomes_one_percent_encoded_segment() {
+        let call = Call::new("member_remove").path("name", "a/b c?x=1&y#%é");
+        assert_eq!(
+            url_of(&call).expect("url").as_str(),
+            "https://10.0.0.5:7443/v1/cluster/members/a%2Fb%20c%3Fx=1&y%23%25%C3%A9"
+        );
+        let call = Call::new("token_revoke").path("id", "abc123");
+        assert_eq!(
+            url_of(&call).expect("url").path(),
+            "/v1/cluster/tokens/abc123/revoke"
+        );
+    }
+
+    #[test]
+    fn path_values_that_would_vanish_or_mismatch_the_route_are_refused() {
+        for value in ["", ".", ".."] {
+            let call = Call::new("member_remove").path("name", value);
+            assert!(
+                matches!(url_of(&call), Err(UrlError::UnusableValue { .. })),
+                "{value:?}"
+            );
+        }
+        assert!(matches!(
+            url_of(&Call::new("member_remove")),
+            Err(UrlError::MissingParameter(name)) if name == "name"
+        ));
+        assert!(matches!(
+            url_of(&Call::new("node_info").path("name", "x")),
+            Err(UrlError::UnusedParameter("name"))
+        ));
+    }
+
+    #[test]
+    fn absent_query_fields_are_left_out() {
+        let call = Call::new("kv_watch")
+            .query(&KvWatchQuery {
+                prefix: String::new(),
+                after: None,
+            })
+            .expect("query");
+        assert_eq!(url_of(&call).expect("url").query(), Some("prefix="));
+        let call = Call::new("node_logs")
+            .query(&LogQuery {
+                boot: -1,
+                follow: true,
+                tail: Some(5),
+            })
+            .expect("query");
+        assert_eq!(
+            url_of(&call).expect("url").query(),
+            Some("boot=-1&follow=true&tail=5")
+        );
+        assert_eq!(url_of(&Call::new("node_info")).expect("url").query(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_key_survives_the_query_string_exactly(key in "(?s).{0,40}", rev in proptest::option::of(any::<u64>())) {
+            let sent = KvKeyQuery { key, if_revision: rev };
+            let call = Call::new("kv_delete").query(&sent).expect("query");
+            let url = url_of(&call).expect("url");
+            // What the node's query extractor (serde_urlencoded) reads back
+            // from the URL as it goes over the wire.
+            let on_the_wire: url::Url = url.as_str().parse().expect("the URL parses again");
+            let received: KvKeyQuery =
+                serde_urlencoded::from_str(on_the_wire.query().unwrap_or("")).expect("decodes");
+            prop_assert_eq!(received, sent);
+        }
+    }
+}

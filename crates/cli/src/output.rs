@@ -806,6 +806,121 @@ mod tests {
     }
 
     #[test]
+    fn kv_list_keeps_values_on_one_line_and_cuts_long_ones() {
+        let record = |key: &str, value: &str| api::types::KvRecord {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            revision: 7,
+            create_revision: 7,
+            version: 1,
+        };
+        let list = KvList {
+            revision: 9,
+            records: vec![
+                record("site/motd", "line one\nline two"),
+                record("site/big", &"x".repeat(100)),
+            ],
+            more: true,
+        };
+        let text = kv_list(&list);
+        assert!(
+            text.starts_with(
+                "KEY        REVISION  VALUE\nsite/motd  7         line one\\nline two\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("site/big   7         {}...\n", "x".repeat(60))),
+            "{text}"
+        );
+        assert!(text.ends_with("(more keys match: raise --limit or narrow the prefix)\n"));
+    }
+
+    #[test]
+    fn watch_lines_name_the_revision_the_change_and_the_key() {
+        let put = KvEvent {
+            revision: 12,
+            key: "a b".to_owned(),
+            kind: KvEventKind::Put,
+            value: Some("v".to_owned()),
+        };
+        assert_eq!(kv_event(&put), "12  put     a b  v\n");
+        let del = KvEvent {
+            revision: 13,
+            key: "a b".to_owned(),
+            kind: KvEventKind::Delete,
+            value: None,
+        };
+        assert_eq!(kv_event(&del), "13  delete  a b\n");
+    }
+
+    #[test]
+    fn cluster_status_heads_the_member_table_with_leader_and_term() {
+        let member = |name: &str, role, lag, contact| api::types::MemberStatus {
+            name: name.to_owned(),
+            id: 1,
+            address: format!("{name}:7443"),
+            peer_address: format!("{name}:7444"),
+            role,
+            state: MemberState::Ready,
+            since: None,
+            domain: None,
+            matched: None,
+            lag,
+            last_contact_ms: contact,
+        };
+        let status = ClusterStatus {
+            name: "lab".to_owned(),
+            answered_by: "n1".to_owned(),
+            leader: Some("n1".to_owned()),
+            term: 4,
+            commit: 120,
+            applied: 119,
+            members: vec![
+                member("n1", MemberRole::Voter, Some(0), None),
+                member("n2", MemberRole::Learner, Some(3), Some(1500)),
+            ],
+        };
+        let text = cluster_status(&status);
+        assert!(
+            text.starts_with(
+                "cluster lab: leader n1, term 4, commit 120, applied 119 (answered by n1)\n\nNAME  "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("n1 *  n1:7443  voter    ready  0    -"),
+            "{text}"
+        );
+        assert!(
+            text.contains("n2    n2:7443  learner  ready  3    1s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_created_token_is_printed_with_its_join_command() {
+        let token = CreatedToken {
+            token: "abcdef.0123456789abcdef".to_owned(),
+            id: "abcdef".to_owned(),
+            ca_hash: "sha256:00".to_owned(),
+            expires_at: Timestamp::from_unix(1_800_000_000).expect("ts"),
+            uses: None,
+            join_command: "cairn node join --token abcdef.0123456789abcdef".to_owned(),
+        };
+        let text = created_token(&token);
+        assert!(
+            text.starts_with("TOKEN    abcdef.0123456789abcdef\n"),
+            "{text}"
+        );
+        assert!(text.contains("USES     unlimited\n"), "{text}");
+        assert!(
+            text.ends_with("\n  cairn node join --token abcdef.0123456789abcdef\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn contexts_mark_the_current_one() {
         let report = ContextsReport {
             current_context: Some("b".to_owned()),

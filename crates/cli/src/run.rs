@@ -904,3 +904,80 @@ fn config_command(globals: &Globals, command: ConfigCommand) -> Result<(), Comma
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::types::{MemberRole, MemberState, MemberStatus};
+
+    fn member(name: &str, address: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.to_owned(),
+            id: 1,
+            address: address.to_owned(),
+            peer_address: address.replace("7443", "7444"),
+            role: MemberRole::Voter,
+            state: MemberState::Ready,
+            since: None,
+            domain: None,
+            matched: None,
+            lag: None,
+            last_contact_ms: None,
+        }
+    }
+
+    fn status(answered_by: &str, leader: Option<&str>) -> ClusterStatus {
+        ClusterStatus {
+            name: "lab".to_owned(),
+            answered_by: answered_by.to_owned(),
+            leader: leader.map(str::to_owned),
+            term: 3,
+            commit: 10,
+            applied: 10,
+            members: vec![
+                member("n1", "10.0.0.1:7443"),
+                member("n2", "10.0.0.2:7443"),
+                member("n3", "not an endpoint"),
+            ],
+        }
+    }
+
+    fn ep(text: &str) -> Endpoint {
+        text.parse().expect("endpoint")
+    }
+
+    #[test]
+    fn a_follower_answer_sends_the_cli_to_the_leader_address() {
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n1")), &ep("10.0.0.2")),
+            Some(ep("10.0.0.1:7443"))
+        );
+    }
+
+    #[test]
+    fn the_leader_is_not_asked_when_it_answered_is_unknown_or_unusable() {
+        // The leader answered itself.
+        assert_eq!(
+            leader_to_ask(&status("n1", Some("n1")), &ep("10.0.0.1")),
+            None
+        );
+        // No leader (an election is running).
+        assert_eq!(leader_to_ask(&status("n2", None), &ep("10.0.0.2")), None);
+        // A leader that is not in the member list, or whose address is not
+        // an endpoint.
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n9")), &ep("10.0.0.2")),
+            None
+        );
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n3")), &ep("10.0.0.2")),
+            None
+        );
+        // The address is the one already asked (names differ in a stale
+        // answer, the endpoint does not).
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n1")), &ep("10.0.0.1")),
+            None
+        );
+    }
+}
