@@ -33,7 +33,8 @@ pub enum Exit {
     /// refused, timeout, connection lost).
     Unreachable,
     /// 4: TLS or authentication failed: the node's certificate is not the
-    /// pinned or trusted one, or the node refused the client certificate.
+    /// pinned or trusted one, the node refused the client certificate, or
+    /// a joining node found a cluster CA other than `--ca-hash`.
     Authentication,
     /// 5: the node refused the request: role too low, wrong setup token,
     /// maintenance mode, rate limited.
@@ -423,9 +424,11 @@ fn code_name(code: ErrorCode) -> String {
 /// The exit code for an API error code.
 pub fn refusal_exit(code: ErrorCode) -> Exit {
     match code {
-        ErrorCode::ClientCertificateRequired | ErrorCode::InvalidClientCertificate => {
-            Exit::Authentication
-        }
+        // A CA other than the pinned one is the join's version of a
+        // fingerprint mismatch.
+        ErrorCode::ClientCertificateRequired
+        | ErrorCode::InvalidClientCertificate
+        | ErrorCode::CaMismatch => Exit::Authentication,
         ErrorCode::RoleTooLow
         | ErrorCode::MaintenanceMode
         | ErrorCode::InvalidSetupToken
@@ -441,7 +444,6 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::MemberExists => Exit::Conflict,
         ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
-        | ErrorCode::CaMismatch
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::Timeout
@@ -797,6 +799,48 @@ mod tests {
             failure.message,
             "the node failed to carry out node_reboot: cannot reach cairn-init"
         );
+    }
+
+    #[test]
+    fn missing_things_and_conflicts_are_the_nodes_sentence_and_exit_7() {
+        let missing = ApiError::new(ErrorCode::KeyNotFound, "key \"a/b\" does not exist.");
+        let failure = describe_refusal("kv_get", &missing, None, &member());
+        assert_eq!(failure.exit, Exit::Conflict);
+        assert_eq!(failure.message, "key \"a/b\" does not exist");
+
+        let conflict = ApiError::new(
+            ErrorCode::RevisionConflict,
+            "key \"a\" is at revision 7, not 5",
+        );
+        let failure = describe_refusal("kv_put", &conflict, None, &member());
+        assert_eq!(failure.exit, Exit::Conflict);
+        assert!(
+            failure
+                .message
+                .starts_with("key \"a\" is at revision 7, not 5 (read the current revision"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn join_refusals_say_what_to_check() {
+        let token = ApiError::new(ErrorCode::InvalidJoinToken, "the join token expired");
+        let failure = describe_refusal("cluster_join", &token, None, &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::PermissionDenied);
+        assert!(
+            failure.message.contains("`cairn cluster token create`"),
+            "{}",
+            failure.message
+        );
+
+        let ca = ApiError::new(
+            ErrorCode::CaMismatch,
+            "the cluster CA is sha256:00.., not the pinned sha256:11..",
+        );
+        let failure = describe_refusal("cluster_join", &ca, None, &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::Authentication);
+        assert!(failure.message.contains("--ca-hash"), "{}", failure.message);
     }
 
     #[test]

@@ -37,6 +37,12 @@ use crate::wait::{Next, Observation, RebootWait};
 /// How long each poll of `reboot --wait` may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long `node join` waits for the new node's answer. The new node
+/// answers only once a member admitted it through a Raft configuration
+/// change; giving up early would report a join that then succeeds, and a
+/// retry would be refused as `already_member`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// The global flags every command sees.
 struct Globals {
     config_path: Option<PathBuf>,
@@ -376,8 +382,9 @@ async fn node_join(globals: &Globals, args: JoinArgs) -> Result<(), CommandError
         .parse()
         .map_err(|e| CommandError::Usage(format!("--token: {e}")))?;
     let (tls, seen) = crate::tls::pinned_config(args.fingerprint).map_err(CommandError::Tls)?;
-    let client =
+    let mut client =
         NodeClient::new(endpoint.clone(), tls, Some(seen)).map_err(CommandError::Client)?;
+    client.set_request_timeout(JOIN_TIMEOUT);
     let request = JoinRequest {
         setup_token: args.setup_token,
         cluster: args.cluster.to_string(),
