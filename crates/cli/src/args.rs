@@ -55,7 +55,8 @@ pub struct Cli {
 pub enum Format {
     /// Aligned text for people.
     Table,
-    /// One JSON object (NDJSON for logs), snake_case, for scripts.
+    /// One JSON object (NDJSON for logs and kv watch), snake_case, for
+    /// scripts.
     Json,
 }
 

@@ -35,7 +35,7 @@
 //!   code (7), so compare-and-set scripts can tell "try again" from
 //!   "broken".
 //! - [`output`]: renders answers as aligned tables or as the API types in
-//!   JSON (one object per command; NDJSON for logs).
+//!   JSON (one object per command; NDJSON for logs and kv watch).
 //! - [`wait`]: the `reboot --wait` poller as a sans-IO state machine fed
 //!   with observations and elapsed time.
 //! - [`ndjson`], [`duration`], [`endpoint`]: small parsers, each parsed
