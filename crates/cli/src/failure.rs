@@ -331,6 +331,7 @@ pub fn describe_refusal(
         // the node's sentence says it all.
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
+        | ErrorCode::TokenNotFound
         | ErrorCode::RevisionConflict
         | ErrorCode::MemberExists => said,
         ErrorCode::ClientCertificateRequired
@@ -396,6 +397,7 @@ pub fn describe_refusal(
         ),
         ErrorCode::RoleTooLow
         | ErrorCode::KeyNotFound
+        | ErrorCode::TokenNotFound
         | ErrorCode::MemberExists
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
@@ -440,6 +442,7 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         }
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
+        | ErrorCode::TokenNotFound
         | ErrorCode::RevisionConflict
         | ErrorCode::MemberExists => Exit::Conflict,
         ErrorCode::Compacted

@@ -930,7 +930,7 @@ pub async fn token_revoke(
     for _ in 0..TOKEN_CAS_ATTEMPTS {
         let Some((mut record, revision)) = token_record(handle, &id).await? else {
             return Err(Failure::new(
-                ErrorCode::NotFound,
+                ErrorCode::TokenNotFound,
                 format!("no join token has id {:?}", id.as_str()),
             ));
         };
