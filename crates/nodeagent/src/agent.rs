@@ -352,6 +352,7 @@ async fn run_api(
             if let Err(e) = state.resume_member().await {
                 tracing::error!("the raft member did not start: {}", error_chain(&e));
             }
+            state.join_from_config().await;
             std::future::pending::<()>().await;
         }
     };

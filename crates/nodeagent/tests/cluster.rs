@@ -57,7 +57,12 @@ struct Agent {
 
 impl Agent {
     fn start(i: u8, dir: &Path) -> Self {
-        let options = options(i, dir);
+        Self::start_with(i, dir, "")
+    }
+
+    /// An agent whose machine config also has `extra` (TOML).
+    fn start_with(i: u8, dir: &Path, extra: &str) -> Self {
+        let options = options(i, dir, extra);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             unshare(CloneFlags::CLONE_NEWUTS).unwrap();
@@ -99,7 +104,7 @@ impl Drop for Agent {
     }
 }
 
-fn options(i: u8, dir: &Path) -> AgentOptions {
+fn options(i: u8, dir: &Path, extra: &str) -> AgentOptions {
     let node = dir.join(format!("n{i}"));
     let state = node.join("state");
     std::fs::create_dir_all(node.join("sys")).unwrap();
@@ -108,7 +113,7 @@ fn options(i: u8, dir: &Path) -> AgentOptions {
     std::fs::write(
         state.join("config.toml"),
         format!(
-            "[node]\nhostname = \"n{i}\"\n\n[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\ngrace = \"{GRACE}\"\nfailure-domain = \"rack-{i}\"\n"
+            "[node]\nhostname = \"n{i}\"\n\n[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\ngrace = \"{GRACE}\"\nfailure-domain = \"rack-{i}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -465,5 +470,76 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
         for agent in &mut agents {
             agent.stop();
         }
+    });
+}
+
+#[test]
+fn a_node_with_a_join_section_in_its_machine_config_joins_on_its_own() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Agent::start(1, dir.path());
+        let rt = runtime();
+        let (admin, token) = rt.block_on(async {
+            wait_for_api(&Client::maintenance(&api(1))).await;
+            let key = csr("alice");
+            let boot: BootstrapResponse = Client::maintenance(&api(1))
+                .json(
+                    "POST",
+                    "/v1/cluster/bootstrap",
+                    Some(&json!({
+                        "setup_token": SETUP_TOKEN,
+                        "admin_name": "alice",
+                        "admin_csr_pem": key.csr_pem,
+                    })),
+                )
+                .await;
+            let admin = Client::member(
+                &api(1),
+                &boot.admin.ca_pem,
+                Some(&with_key(&boot.admin, &key)),
+            );
+            wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
+                s.leader.is_some()
+            })
+            .await;
+            let token: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 1})))
+                .await;
+            (admin, token)
+        });
+        let join = format!(
+            "\n[cluster.join]\nendpoint = \"{}\"\ntoken = \"{}\"\nca-hash = \"{}\"\n",
+            api(1),
+            token.token,
+            token.ca_hash
+        );
+        let mut second = Agent::start_with(2, dir.path(), &join);
+        rt.block_on(async {
+            // Two members keep one voter: an even count adds no tolerance.
+            let status = wait_for_status(
+                &admin,
+                "n2 to join by itself",
+                Duration::from_secs(60),
+                |s| {
+                    s.members.iter().any(|m| {
+                        m.name == "n2" && m.state == MemberState::Ready && m.lag == Some(0)
+                    })
+                },
+            )
+            .await;
+            assert_eq!(voters(&status), ["n1"]);
+            assert_eq!(role_of(&status, "n2"), Some(MemberRole::Learner));
+            // Its shown config does not reveal the token.
+            let shown: api::types::MachineConfigDocument =
+                admin.at(&api(2)).json("GET", "/v1/node/config", None).await;
+            assert!(!shown.toml.contains(&token.token), "{}", shown.toml);
+            assert!(
+                shown.redacted.contains(&"cluster.join.token".to_owned()),
+                "{shown:?}"
+            );
+        });
+        second.stop();
+        first.stop();
     });
 }

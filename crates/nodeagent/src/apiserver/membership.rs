@@ -318,7 +318,21 @@ pub async fn join(
             format!("ca_hash: {e} (expected sha256:<64 hex digits>)"),
         )
     })?;
-    let address = advertised(&state)?;
+    join_cluster(&state, &endpoint, &request.token, pinned)
+        .await
+        .map(Json)
+}
+
+/// Joins the cluster at `endpoint` with `token`, trusting it only if its
+/// CA is `pinned`: the work behind `POST /v1/cluster/join` and the
+/// machine config's `[cluster.join]`. The caller holds `changes`.
+async fn join_cluster(
+    state: &ServerState,
+    endpoint: &MemberEndpoint,
+    token: &str,
+    pinned: Fingerprint,
+) -> Result<JoinResponse, Failure> {
+    let address = advertised(state)?;
     let node_name = system::node_name();
     let names = identity::node_request(&node_name, &super::network_addresses(&state.network))
         .map_err(|e| Failure::internal("naming the node certificate", &e))?;
@@ -327,13 +341,13 @@ pub async fn join(
         .map_err(|e| Failure::internal("making the node key", &e))?
         .map_err(|e| Failure::internal("making the node key", &e))?;
     let ask = MemberJoinRequest {
-        token: request.token.clone(),
+        token: token.to_owned(),
         node_name: node_name.clone(),
         address,
         csr_pem: csr.csr_pem.clone(),
-        domain: domain(&state),
+        domain: domain(state),
     };
-    let grant = request_membership(&endpoint, pinned, &ask)
+    let grant = request_membership(endpoint, pinned, &ask)
         .await
         .map_err(|e| match &e {
             JoinCallError::CaMismatch(_) => Failure::new(ErrorCode::CaMismatch, e.to_string()),
@@ -370,18 +384,68 @@ pub async fn join(
     })
     .await
     .map_err(|e| Failure::internal("saving the join", &e))??;
-    become_member(&state, ca, node, &member_identity).await?;
+    become_member(state, ca, node, &member_identity).await?;
     tracing::info!(
         cluster = %grant.cluster_name,
         id = grant.member_id,
         via = %endpoint,
         "joined the cluster as a learner"
     );
-    Ok(Json(JoinResponse {
+    Ok(JoinResponse {
         node_name,
         cluster_name: grant.cluster_name,
         member_id: grant.member_id,
-    }))
+    })
+}
+
+/// First pause between zero-touch join attempts; it doubles up to
+/// [`JOIN_RETRY_MAX`].
+const JOIN_RETRY_FIRST: Duration = Duration::from_secs(5);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// Zero-touch join: while the node is in maintenance mode and its machine
+/// config has `[cluster.join]`, tries to join with it, backing off between
+/// attempts. Returns once the node is a member.
+pub async fn join_from_config(state: &ServerState) {
+    let mut pause = JOIN_RETRY_FIRST;
+    loop {
+        if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+            return;
+        }
+        let configured = state.config.borrow().config.cluster.join.clone();
+        if let Some(join) = configured {
+            let _changing = state.changes.lock().await;
+            if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+                return;
+            }
+            let endpoint = join.endpoint.get().clone();
+            match join_cluster(
+                state,
+                &endpoint,
+                &join.token.get().to_string(),
+                join.ca_hash.get(),
+            )
+            .await
+            {
+                Ok(joined) => {
+                    tracing::info!(
+                        cluster = %joined.cluster_name,
+                        via = %endpoint,
+                        "joined the cluster named in the machine config"
+                    );
+                    return;
+                }
+                Err(failure) => tracing::warn!(
+                    via = %endpoint,
+                    retry_in_s = pause.as_secs(),
+                    "joining the cluster named in the machine config failed: {}",
+                    failure.error.message
+                ),
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
 }
 
 /// Checks a grant before anything of it is saved: the CA is the pinned

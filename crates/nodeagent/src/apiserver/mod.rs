@@ -421,6 +421,12 @@ impl ServerState {
         self.start_member(&loaded).await
     }
 
+    /// Joins the cluster named by the machine config's `[cluster.join]`,
+    /// retrying until the node is a member; returns at once on a member.
+    pub async fn join_from_config(&self) {
+        membership::join_from_config(self).await;
+    }
+
     /// Stops the Raft member (a leader hands over first).
     pub async fn stop_member(&self) {
         let running = self
