@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
 use crate::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog,
-    KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten,
-    LogEntry, LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest, MemberRemoved,
-    NetworkState, NodeInfo, PowerResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
+    ClusterStatus, CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
+    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant,
+    MemberJoinRequest, MemberRemoved, NetworkState, NodeInfo, PowerResponse, RestoreRequest,
+    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`
@@ -420,6 +421,32 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json {
             status: 200,
             body: schema::<MemberRemoved>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/cluster/backup",
+        operation: "cluster_backup",
+        summary: "The whole replicated store, for disaster recovery",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ClusterBackup>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/restore",
+        operation: "cluster_restore",
+        summary: "Start a new one-voter cluster on this member from a backup (after quorum is lost for good)",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: Some(schema::<RestoreRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<RestoreResponse>,
         },
     },
     Route {

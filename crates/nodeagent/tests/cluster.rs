@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use api::ErrorCode;
 use api::types::{
-    BootstrapResponse, ClusterStatus, CreatedToken, JoinResponse, KvList, KvRecord, KvWritten,
-    MemberRemoved, MemberRole, MemberState, TokenInfo, TokenList, TokenState,
+    BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, JoinResponse, KvList, KvRecord,
+    KvWritten, MemberRemoved, MemberRole, MemberState, RestoreResponse, TokenInfo, TokenList,
+    TokenState,
 };
 use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
@@ -541,5 +542,150 @@ fn a_node_with_a_join_section_in_its_machine_config_joins_on_its_own() {
         });
         second.stop();
         first.stop();
+    });
+}
+
+/// Bootstraps n1 and returns its admin client.
+async fn bootstrap_first() -> Client {
+    wait_for_api(&Client::maintenance(&api(1))).await;
+    let key = csr("alice");
+    let boot: BootstrapResponse = Client::maintenance(&api(1))
+        .json(
+            "POST",
+            "/v1/cluster/bootstrap",
+            Some(&json!({
+                "setup_token": SETUP_TOKEN,
+                "admin_name": "alice",
+                "admin_csr_pem": key.csr_pem,
+            })),
+        )
+        .await;
+    let admin = Client::member(
+        &api(1),
+        &boot.admin.ca_pem,
+        Some(&with_key(&boot.admin, &key)),
+    );
+    wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
+        s.leader.is_some()
+    })
+    .await;
+    admin
+}
+
+#[test]
+fn a_backup_restores_the_store_on_a_survivor_after_quorum_is_lost() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let mut agents: Vec<Agent> = (1..=3).map(|i| Agent::start(i, dir.path())).collect();
+        let rt = runtime();
+        let admin = rt.block_on(async {
+            let admin = bootstrap_first().await;
+            let token: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 2})))
+                .await;
+            for node in [2, 3] {
+                wait_for_api(&Client::maintenance(&api(node))).await;
+                let (status, text) = join(node, &token).await;
+                assert_eq!(status, 200, "n{node} joins: {text}");
+            }
+            wait_for_status(&admin, "three voters", Duration::from_secs(60), |s| {
+                voters(s) == ["n1", "n2", "n3"]
+            })
+            .await;
+            for i in 0..20 {
+                let (status, text) = put(
+                    &admin.at(&api(2)),
+                    &format!("site/{i}"),
+                    &format!("v{i}"),
+                    None,
+                )
+                .await;
+                assert_eq!(status, 200, "{text}");
+            }
+            let backup: ClusterBackup = admin.json("GET", "/v1/cluster/backup", None).await;
+            assert_eq!(backup.members.len(), 3);
+
+            // While the cluster lives, a restore would split it.
+            let (status, text) = admin
+                .call(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": backup})),
+                )
+                .await;
+            assert_eq!(
+                error_of(status, &text).code,
+                ErrorCode::AlreadyMember,
+                "{text}"
+            );
+            let mut damaged = backup.clone();
+            damaged.sha256 = "0".repeat(64);
+            let (status, text) = admin
+                .call(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": damaged, "force": true})),
+                )
+                .await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.contains("damaged"), "{}", error.message);
+
+            // Two of three voters gone for good: no quorum, no leader.
+            agents[1].stop();
+            agents[2].stop();
+            wait_for_status(
+                &admin,
+                "n1 to lose its leader",
+                Duration::from_secs(30),
+                |s| s.leader.is_none(),
+            )
+            .await;
+            let restored: RestoreResponse = admin
+                .json(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": backup})),
+                )
+                .await;
+            assert_eq!(restored.node_name, "n1");
+            assert_eq!(restored.revision, backup.revision);
+            let status = wait_for_status(
+                &admin,
+                "the restored cluster to have a leader",
+                Duration::from_secs(30),
+                |s| s.leader.as_deref() == Some("n1"),
+            )
+            .await;
+            assert_eq!(voters(&status), ["n1"]);
+            assert_eq!(status.members.len(), 1);
+            let list: KvList = admin.json("GET", "/v1/kv?prefix=site%2F", None).await;
+            assert_eq!(list.records.len(), 20);
+            assert!(list.revision >= backup.revision);
+            let (status, text) = put(&admin, "after/restore", "yes", None).await;
+            assert_eq!(status, 200, "{text}");
+            let written: KvWritten = serde_json::from_str(&text).unwrap();
+            assert!(written.revision > backup.revision, "revisions continue");
+            admin
+        });
+        // The restored member restarts from its own log, not the backup.
+        agents[0].stop();
+        let mut again = Agent::start(1, dir.path());
+        rt.block_on(async {
+            wait_for_api(&admin).await;
+            wait_for_status(
+                &admin,
+                "the restarted member to lead",
+                Duration::from_secs(30),
+                |s| s.leader.as_deref() == Some("n1"),
+            )
+            .await;
+            let record: KvRecord = admin
+                .json("GET", "/v1/kv/entry?key=after%2Frestore", None)
+                .await;
+            assert_eq!(record.value, "yes");
+        });
+        again.stop();
     });
 }

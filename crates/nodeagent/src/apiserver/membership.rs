@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use api::types::{
-    BootstrapRequest, BootstrapResponse, ClusterStatus, CreatedToken, JoinRequest, JoinResponse,
-    MemberGrant, MemberJoinRequest, MemberRecord, MemberRemoved, MemberRole, MemberState,
-    MemberStatus, TokenCreateRequest, TokenInfo, TokenList, TokenState,
+    BootstrapRequest, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, JoinRequest,
+    JoinResponse, MemberGrant, MemberJoinRequest, MemberRecord, MemberRemoved, MemberRole,
+    MemberState, MemberStatus, RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo,
+    TokenList, TokenState,
 };
 use api::{ErrorCode, Timestamp};
 use axum::extract::{Path, State};
@@ -286,7 +287,7 @@ async fn become_member(
         node,
     }));
     state
-        .start_member(member_identity)
+        .start_member(member_identity, None)
         .await
         .map_err(|e| Failure::internal("starting the raft member", &e))
 }
@@ -858,6 +859,137 @@ pub async fn status(State(state): Shared) -> Result<Json<ClusterStatus>, Failure
         commit: status.commit,
         applied: status.applied,
         members: out,
+    }))
+}
+
+pub async fn backup(State(state): Shared) -> Result<Json<ClusterBackup>, Failure> {
+    let member = replicated::running(&state)?;
+    let handle = member.handle();
+    // A linearizable read first: the export then holds every write
+    // acknowledged before this call.
+    replicated::read(
+        handle,
+        Query::List {
+            prefix: String::new(),
+            limit: 0,
+        },
+    )
+    .await?;
+    let export = handle
+        .export()
+        .await
+        .map_err(|e| replicated::store_failure(&e, false))?;
+    let members = handle
+        .members()
+        .await
+        .map_err(|e| replicated::store_failure(&e, false))?;
+    let (ca, _) = member_pki(&state)?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&export.data));
+    tracing::info!(
+        revision = export.revision,
+        bytes = export.data.len(),
+        "backup taken"
+    );
+    Ok(Json(ClusterBackup {
+        cluster_name: cluster_name_of(&ca),
+        ca_hash: ca.fingerprint().to_string(),
+        revision: export.revision,
+        taken_at: Timestamp::from_system(SystemTime::now()),
+        taken_from: system::node_name(),
+        members: members.iter().map(member_record).collect(),
+        sha256,
+        data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &export.data),
+    }))
+}
+
+/// The largest restore request: a backup of a store near its size limits.
+pub const MAX_RESTORE_BYTES: usize = 256 << 20;
+
+pub async fn restore(
+    State(state): Shared,
+    Extension(connection): Extension<Connection>,
+    JsonBody(request): JsonBody<RestoreRequest>,
+) -> Result<Json<RestoreResponse>, Failure> {
+    let _changing = state.changes.lock().await;
+    let backup = request.backup;
+    let (ca, _) = member_pki(&state)?;
+    if backup.ca_hash != ca.fingerprint().to_string() {
+        return Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "backup.ca_hash: the backup is of the cluster with CA {}, this node belongs to {}",
+                backup.ca_hash,
+                ca.fingerprint()
+            ),
+        ));
+    }
+    let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &backup.data)
+        .map_err(|e| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("backup.data: not base64: {e}"),
+            )
+        })?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    if sha256 != backup.sha256 {
+        return Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "backup.data: its SHA-256 is {sha256}, the backup says {}; the file is damaged",
+                backup.sha256
+            ),
+        ));
+    }
+    let restored = cluster::store::StoreState::decode(&data).map_err(|e| {
+        Failure::new(
+            ErrorCode::BadRequest,
+            format!("backup.data: {}", error_chain(&e)),
+        )
+    })?;
+    let member = replicated::running(&state)?;
+    let status = member
+        .handle()
+        .status()
+        .ok_or_else(|| replicated::store_failure(&cluster::node::StoreError::Stopped, false))?;
+    if status.leader != 0 && !request.force {
+        return Err(Failure::new(
+            ErrorCode::AlreadyMember,
+            "this node's cluster has a leader: it has not lost its quorum, and restoring here would split it; \
+             restore only when a majority of voters is gone for good (or pass force)",
+        ));
+    }
+    let own_id = member.id();
+    drop(member);
+    state.stop_member().await;
+    let identity = MemberIdentity {
+        id: own_id,
+        origin: Origin::Bootstrap,
+        peers: Vec::new(),
+    };
+    let member_options = state.options.member.clone();
+    let saved = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        clear_raft_dir(&member_options.raft_dir)?;
+        saved
+            .save(&member_options.identity_file)
+            .map_err(|e| Failure::internal("saving the member identity", &e))
+    })
+    .await
+    .map_err(|e| Failure::internal("restoring", &e))??;
+    let revision = backup.revision;
+    state
+        .start_member(&identity, Some(restored))
+        .await
+        .map_err(|e| Failure::internal("starting the restored member", &e))?;
+    tracing::warn!(
+        revision,
+        taken_at = %backup.taken_at,
+        by = connection.caller.name(),
+        "cluster restored from a backup; this node is the one voter of a new cluster, other nodes must join again"
+    );
+    Ok(Json(RestoreResponse {
+        node_name: system::node_name(),
+        revision,
     }))
 }
 

@@ -351,8 +351,13 @@ impl ServerState {
         }
     }
 
-    /// Starts the Raft member of a node in member mode.
-    pub async fn start_member(&self, identity: &MemberIdentity) -> Result<(), MemberStartError> {
+    /// Starts the Raft member of a node in member mode; a bootstrapped
+    /// member with no log yet starts it from `restore` when given.
+    pub async fn start_member(
+        &self,
+        identity: &MemberIdentity,
+        restore: Option<cluster::store::StoreState>,
+    ) -> Result<(), MemberStartError> {
         let (ca, node) = self
             .read_mode(|mode| match mode {
                 Mode::Member(m) => Some((m.ca.cert_der().clone(), m.node.clone())),
@@ -383,6 +388,7 @@ impl ServerState {
             &self.options.member,
             identity,
             me,
+            restore,
             &ca,
             &node,
             self.policy(),
@@ -418,7 +424,7 @@ impl ServerState {
         .await
         .map_err(MemberStartError::Task)?
         .map_err(MemberStartError::Identity)?;
-        self.start_member(&loaded).await
+        self.start_member(&loaded, None).await
     }
 
     /// Joins the cluster named by the machine config's `[cluster.join]`,

@@ -30,7 +30,7 @@ use cluster::membership::Policy;
 use cluster::node::{self, NodeHandle, Start};
 use cluster::pki::IssuedCert;
 use cluster::raft::replica::{ReplicaConfig, StateRole};
-use cluster::store::Member;
+use cluster::store::{Member, StoreState};
 use cluster::transport::tls::TransportTls;
 use cluster::transport::{PeerDirectory, Transport};
 use rustls_pki_types::CertificateDer;
@@ -173,11 +173,13 @@ impl Drop for RunningMember {
 }
 
 /// Starts the member described by `identity`: `me` is this node's
-/// directory entry (used when a bootstrapped member recreates its log).
+/// directory entry (used when a bootstrapped member creates its log), and
+/// `restore` a backup a bootstrapped member's new log starts from.
 pub async fn start(
     options: &MemberOptions,
     identity: &MemberIdentity,
     me: Member,
+    restore: Option<StoreState>,
     ca: &CertificateDer<'static>,
     node_cert: &IssuedCert,
     policy: Policy,
@@ -193,9 +195,10 @@ pub async fn start(
     )
     .await
     .map_err(MemberError::Transport)?;
-    let how = match identity.origin {
-        Origin::Bootstrap => Start::Bootstrap(me),
-        Origin::Join => Start::Join(identity.peers.clone()),
+    let how = match (identity.origin, restore) {
+        (Origin::Bootstrap, Some(state)) => Start::Restore { member: me, state },
+        (Origin::Bootstrap, None) => Start::Bootstrap(me),
+        (Origin::Join, _) => Start::Join(identity.peers.clone()),
     };
     let config = ReplicaConfig::new(identity.id);
     let raft_dir = options.raft_dir.clone();
