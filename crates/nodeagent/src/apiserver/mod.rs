@@ -884,7 +884,9 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use api::types::{
-        ApplyConfigRequest, BootstrapRequest, IssueCertificateRequest, JoinRequest, LogQuery,
+        ApplyConfigRequest, BootstrapRequest, IssueCertificateRequest, JoinRequest, KvKeyQuery,
+        KvListQuery, KvPutRequest, KvWatchQuery, LogQuery, MemberGrant, MemberJoinRequest,
+        RestoreRequest, TokenCreateRequest,
     };
     use proptest::prelude::*;
     use serde_json::{Value, json};
@@ -921,6 +923,18 @@ mod tests {
         }
     }
 
+    fn every_request_parser(bytes: &[u8]) {
+        refused_cleanly::<BootstrapRequest>(bytes);
+        refused_cleanly::<JoinRequest>(bytes);
+        refused_cleanly::<ApplyConfigRequest>(bytes);
+        refused_cleanly::<IssueCertificateRequest>(bytes);
+        refused_cleanly::<MemberJoinRequest>(bytes);
+        refused_cleanly::<KvPutRequest>(bytes);
+        refused_cleanly::<TokenCreateRequest>(bytes);
+        refused_cleanly::<RestoreRequest>(bytes);
+        refused_cleanly::<MemberGrant>(bytes);
+    }
+
     #[test]
     fn a_bad_field_is_named_in_the_refusal() {
         let failure = parse_body::<IssueCertificateRequest>(
@@ -941,19 +955,35 @@ mod tests {
     proptest! {
         #[test]
         fn request_body_parsers_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            refused_cleanly::<BootstrapRequest>(&bytes);
-            refused_cleanly::<JoinRequest>(&bytes);
-            refused_cleanly::<ApplyConfigRequest>(&bytes);
-            refused_cleanly::<IssueCertificateRequest>(&bytes);
+            every_request_parser(&bytes);
         }
 
         #[test]
         fn request_body_parsers_never_panic_on_json(value in any_json()) {
-            let bytes = value.to_string().into_bytes();
-            refused_cleanly::<BootstrapRequest>(&bytes);
-            refused_cleanly::<JoinRequest>(&bytes);
-            refused_cleanly::<ApplyConfigRequest>(&bytes);
-            refused_cleanly::<IssueCertificateRequest>(&bytes);
+            every_request_parser(&value.to_string().into_bytes());
+        }
+
+        #[test]
+        fn cluster_request_parsers_never_panic_on_request_shaped_json(
+            member in shaped(&["token", "node_name", "address", "csr_pem", "domain"]),
+            put in shaped(&["key", "value", "if_revision"]),
+            token in shaped(&["ttl_s", "uses", "description"]),
+            restore in shaped(&["backup", "force"]),
+            grant in shaped(&["member_id", "cluster_name", "node_cert_pem", "ca_pem", "ca_key_pem", "members"]),
+        ) {
+            refused_cleanly::<MemberJoinRequest>(member.to_string().as_bytes());
+            refused_cleanly::<KvPutRequest>(put.to_string().as_bytes());
+            refused_cleanly::<TokenCreateRequest>(token.to_string().as_bytes());
+            refused_cleanly::<RestoreRequest>(restore.to_string().as_bytes());
+            refused_cleanly::<MemberGrant>(grant.to_string().as_bytes());
+        }
+
+        #[test]
+        fn kv_query_parsers_never_panic(query in "[a-z_=&%0-9/?.-]{0,60}") {
+            let uri: axum::http::Uri = format!("/v1/kv?{query}").parse().unwrap_or_default();
+            let _ = axum::extract::Query::<KvKeyQuery>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<KvListQuery>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<KvWatchQuery>::try_from_uri(&uri);
         }
 
         #[test]
