@@ -212,6 +212,21 @@ async fn put(client: &Client, key: &str, value: &str, if_revision: Option<u64>) 
         .await
 }
 
+/// The health port's `/metrics` of node `i`, as text.
+async fn health_metrics(i: u8) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(format!("127.0.0.{i}:7480"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
 fn encoded(key: &str) -> String {
     key.bytes()
         .map(|b| {
@@ -301,6 +316,21 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
             })
             .await;
             assert_eq!(status.name, "lab");
+            // The health port samples the member once a second.
+            let wanted = [
+                "cairn_raft_has_leader 1",
+                "cairn_raft_voters 3",
+                "cairn_raft_learners 0",
+            ];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let metrics = health_metrics(2).await;
+                if wanted.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{wanted:?} in:\n{metrics}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
 
             // Bad joins, each refused for its own reason, none admitted.
             let (status, text) = join(4, &pair).await;

@@ -113,6 +113,21 @@ impl RunningMember {
         self.policy
     }
 
+    /// The numbers the health port's `/metrics` shows.
+    pub fn sample(&self) -> Option<crate::health::metrics::ClusterSample> {
+        let status = self.handle.status()?;
+        Some(crate::health::metrics::ClusterSample {
+            has_leader: status.leader != 0,
+            is_leader: status.role == StateRole::Leader,
+            term: status.term,
+            commit: status.commit,
+            applied: status.applied,
+            voters: status.voters.len() as u64,
+            learners: status.learners.len() as u64,
+            peer: self.transport.stats(),
+        })
+    }
+
     /// The leader's contact book, while this member leads.
     pub fn contact(&self) -> Option<conditions::Contact> {
         self.contact
