@@ -510,6 +510,14 @@ impl ServerState {
                 return;
             }
         };
+        if let Some(member) = self.running_member()
+            && let Err(e) = member.renew_peer_tls(ca.cert_der(), &node)
+        {
+            tracing::error!(
+                "the peer port keeps its old certificate: {}",
+                error_chain(&e)
+            );
+        }
         match identity::member_tls(ca.cert_der(), &node) {
             Ok((tls, verifier)) => {
                 self.set_mode(Mode::Member(Member {

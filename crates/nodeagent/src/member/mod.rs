@@ -113,6 +113,17 @@ impl RunningMember {
         self.policy
     }
 
+    /// Makes the peer port present a renewed node certificate.
+    pub fn renew_peer_tls(
+        &self,
+        ca: &CertificateDer<'static>,
+        node_cert: &IssuedCert,
+    ) -> Result<(), MemberError> {
+        let tls = TransportTls::new(ca, node_cert).map_err(MemberError::Tls)?;
+        self.transport.replace_tls(tls);
+        Ok(())
+    }
+
     /// The numbers the health port's `/metrics` shows.
     pub fn sample(&self) -> Option<crate::health::metrics::ClusterSample> {
         let status = self.handle.status()?;
