@@ -341,14 +341,18 @@ impl ServerState {
             .clone()
     }
 
-    /// The voter policy from the machine config in force.
-    fn policy(&self) -> Policy {
-        let config = self.config.borrow();
-        Policy {
-            voters: config.config.cluster.voters.get(),
-            grace: config.config.cluster.grace(),
-            ..Policy::default()
-        }
+    /// The voter policy of the machine config in force, read afresh on
+    /// every call.
+    fn policy_source(&self) -> crate::member::PolicySource {
+        let config = self.config.subscribe();
+        Arc::new(move || {
+            let config = config.borrow();
+            Policy {
+                voters: config.config.cluster.voters.get(),
+                grace: config.config.cluster.grace(),
+                ..Policy::default()
+            }
+        })
     }
 
     /// Starts the Raft member of a node in member mode; a bootstrapped
@@ -391,7 +395,7 @@ impl ServerState {
             restore,
             &ca,
             &node,
-            self.policy(),
+            self.policy_source(),
         )
         .await
         .map_err(MemberStartError::Member)?;

@@ -41,6 +41,10 @@ use self::identity::{MemberIdentity, Origin};
 /// The peer port: Raft messages between members.
 pub const PEER_PORT: u16 = 7444;
 
+/// Where the voter policy comes from: read on every turn, so a changed
+/// machine config applies without a restart.
+pub type PolicySource = Arc<dyn Fn() -> Policy + Send + Sync>;
+
 /// How long a planned stop waits for leadership to move elsewhere.
 const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
 
@@ -87,14 +91,22 @@ pub enum MemberError {
 /// A running member: the store handle, the peer transport and the
 /// controller. Dropping it stops the controller; [`RunningMember::stop`]
 /// also hands leadership over and closes the peer port.
-#[derive(Debug)]
 pub struct RunningMember {
     id: u64,
-    policy: Policy,
+    policy: PolicySource,
     contact: controller::SharedContact,
     handle: NodeHandle,
     transport: Transport,
     controller: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningMember")
+            .field("id", &self.id)
+            .field("policy", &self.policy())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningMember {
@@ -108,9 +120,10 @@ impl RunningMember {
         &self.handle
     }
 
-    /// The voter policy this member applies when it leads.
+    /// The voter policy this member applies when it leads, as the
+    /// machine config in force says now.
     pub fn policy(&self) -> Policy {
-        self.policy
+        (self.policy)()
     }
 
     /// Makes the peer port present a renewed node certificate.
@@ -208,7 +221,7 @@ pub async fn start(
     restore: Option<StoreState>,
     ca: &CertificateDer<'static>,
     node_cert: &IssuedCert,
-    policy: Policy,
+    policy: PolicySource,
 ) -> Result<Arc<RunningMember>, MemberError> {
     let tls = TransportTls::new(ca, node_cert).map_err(MemberError::Tls)?;
     let (events, inbound) = mpsc::channel(4096);
@@ -239,7 +252,7 @@ pub async fn start(
     let contact = controller::SharedContact::default();
     let controller = tokio::spawn(controller::run(
         handle.clone(),
-        policy,
+        Arc::clone(&policy),
         Arc::clone(&contact),
     ));
     tracing::info!(id = identity.id, origin = ?identity.origin, "raft member started");
