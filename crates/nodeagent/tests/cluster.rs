@@ -249,28 +249,7 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
             for i in 1..=4 {
                 wait_for_api(&Client::maintenance(&api(i))).await;
             }
-            let key = csr("alice");
-            let boot: BootstrapResponse = Client::maintenance(&api(1))
-                .json(
-                    "POST",
-                    "/v1/cluster/bootstrap",
-                    Some(&json!({
-                        "setup_token": SETUP_TOKEN,
-                        "cluster_name": "lab",
-                        "admin_name": "alice",
-                        "admin_csr_pem": key.csr_pem,
-                    })),
-                )
-                .await;
-            let admin = Client::member(
-                &api(1),
-                &boot.admin.ca_pem,
-                Some(&with_key(&boot.admin, &key)),
-            );
-            wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
-                s.leader.as_deref() == Some("n1")
-            })
-            .await;
+            let admin = bootstrap_first("lab").await;
 
             // Tokens: one for two nodes, one revoked, one for the stand-by.
             let pair: CreatedToken = admin
@@ -512,28 +491,7 @@ fn a_node_with_a_join_section_in_its_machine_config_joins_on_its_own() {
         let mut first = Agent::start(1, dir.path());
         let rt = runtime();
         let (admin, token) = rt.block_on(async {
-            wait_for_api(&Client::maintenance(&api(1))).await;
-            let key = csr("alice");
-            let boot: BootstrapResponse = Client::maintenance(&api(1))
-                .json(
-                    "POST",
-                    "/v1/cluster/bootstrap",
-                    Some(&json!({
-                        "setup_token": SETUP_TOKEN,
-                        "admin_name": "alice",
-                        "admin_csr_pem": key.csr_pem,
-                    })),
-                )
-                .await;
-            let admin = Client::member(
-                &api(1),
-                &boot.admin.ca_pem,
-                Some(&with_key(&boot.admin, &key)),
-            );
-            wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
-                s.leader.is_some()
-            })
-            .await;
+            let admin = bootstrap_first("cairn").await;
             let token: CreatedToken = admin
                 .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 1})))
                 .await;
@@ -575,8 +533,9 @@ fn a_node_with_a_join_section_in_its_machine_config_joins_on_its_own() {
     });
 }
 
-/// Bootstraps n1 and returns its admin client.
-async fn bootstrap_first() -> Client {
+/// Bootstraps n1 as the first member of cluster `name`, waits until it
+/// leads, and returns its admin client.
+async fn bootstrap_first(name: &str) -> Client {
     wait_for_api(&Client::maintenance(&api(1))).await;
     let key = csr("alice");
     let boot: BootstrapResponse = Client::maintenance(&api(1))
@@ -585,6 +544,7 @@ async fn bootstrap_first() -> Client {
             "/v1/cluster/bootstrap",
             Some(&json!({
                 "setup_token": SETUP_TOKEN,
+                "cluster_name": name,
                 "admin_name": "alice",
                 "admin_csr_pem": key.csr_pem,
             })),
@@ -596,7 +556,7 @@ async fn bootstrap_first() -> Client {
         Some(&with_key(&boot.admin, &key)),
     );
     wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
-        s.leader.is_some()
+        s.leader.as_deref() == Some("n1")
     })
     .await;
     admin
@@ -610,7 +570,7 @@ fn a_backup_restores_the_store_on_a_survivor_after_quorum_is_lost() {
         let mut agents: Vec<Agent> = (1..=3).map(|i| Agent::start(i, dir.path())).collect();
         let rt = runtime();
         let admin = rt.block_on(async {
-            let admin = bootstrap_first().await;
+            let admin = bootstrap_first("cairn").await;
             let token: CreatedToken = admin
                 .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 2})))
                 .await;

@@ -147,27 +147,12 @@ fn cluster_name_of(ca: &CertificateAuthority) -> String {
 
 /// This node's address as the cluster should know it.
 fn advertised(state: &ServerState) -> Result<IpAddr, Failure> {
-    crate::member::advertised_address(
-        state.options.addr.ip(),
-        &super::network_addresses(&state.network),
-    )
-    .ok_or_else(|| {
+    state.advertised_address().ok_or_else(|| {
         Failure::new(
             ErrorCode::Unavailable,
             "this node has no address to give the cluster yet (no DHCP lease or static address)",
         )
     })
-}
-
-fn domain(state: &ServerState) -> Option<String> {
-    state
-        .config
-        .borrow()
-        .config
-        .cluster
-        .failure_domain
-        .as_ref()
-        .map(|d| d.as_str().to_owned())
 }
 
 pub async fn bootstrap(
@@ -346,7 +331,7 @@ async fn join_cluster(
         node_name: node_name.clone(),
         address,
         csr_pem: csr.csr_pem.clone(),
-        domain: domain(state),
+        domain: state.failure_domain(),
     };
     let grant = request_membership(endpoint, pinned, &ask)
         .await

@@ -341,6 +341,22 @@ impl ServerState {
             .clone()
     }
 
+    /// The address this node gives the cluster.
+    fn advertised_address(&self) -> Option<IpAddr> {
+        crate::member::advertised_address(self.options.addr.ip(), &network_addresses(&self.network))
+    }
+
+    /// This node's failure domain from the machine config in force.
+    fn failure_domain(&self) -> Option<String> {
+        self.config
+            .borrow()
+            .config
+            .cluster
+            .failure_domain
+            .as_ref()
+            .map(|d| d.as_str().to_owned())
+    }
+
     /// The voter policy of the machine config in force, read afresh on
     /// every call.
     fn policy_source(&self) -> crate::member::PolicySource {
@@ -368,19 +384,10 @@ impl ServerState {
                 Mode::Maintenance(_) => None,
             })
             .ok_or(MemberStartError::NotMember)?;
-        let address = crate::member::advertised_address(
-            self.options.addr.ip(),
-            &network_addresses(&self.network),
-        )
-        .ok_or(MemberStartError::NoAddress)?;
-        let domain = self
-            .config
-            .borrow()
-            .config
-            .cluster
-            .failure_domain
-            .as_ref()
-            .map(|d| d.as_str().to_owned());
+        let address = self
+            .advertised_address()
+            .ok_or(MemberStartError::NoAddress)?;
+        let domain = self.failure_domain();
         let me = crate::member::directory_entry(
             identity.id,
             &system::node_name(),
