@@ -90,6 +90,15 @@ pub enum Method {
     Delete,
 }
 
+impl Route {
+    /// Whether the route carries operators' data (`/v1/kv`) rather than
+    /// acting on the node or the cluster. Data writes come by the
+    /// thousand per second; they are not audited one by one.
+    pub fn is_data(&self) -> bool {
+        self.path == "/v1/kv" || self.path.starts_with("/v1/kv/")
+    }
+}
+
 impl Method {
     /// Upper-case name (`GET`).
     pub const fn as_str(self) -> &'static str {
@@ -549,6 +558,16 @@ mod tests {
             assert!(endpoints.insert((r.method, r.path)), "duplicate {}", r.path);
             assert!(r.path.starts_with("/v1/"), "{}", r.path);
         }
+    }
+
+    #[test]
+    fn only_the_kv_routes_carry_data() {
+        let data: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.is_data())
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(data, ["kv_list", "kv_get", "kv_put", "kv_delete", "kv_watch"]);
     }
 
     #[test]

@@ -753,8 +753,17 @@ async fn authorize_request(
         .ok_or_else(|| Failure::new(ErrorCode::Internal, "request without connection state"))?;
     let mode = state.read_mode(Mode::kind);
     auth::authorize(route, mode, &connection.caller)?;
-    if route.method.is_mutating() {
+    // Every change to the node or the cluster is audited in the log;
+    // writes of operators' data are too many for that.
+    if route.method.is_mutating() && !route.is_data() {
         tracing::info!(
+            operation = route.operation,
+            caller = connection.caller.name(),
+            peer = %connection.peer,
+            "api call"
+        );
+    } else if route.method.is_mutating() {
+        tracing::debug!(
             operation = route.operation,
             caller = connection.caller.name(),
             peer = %connection.peer,
