@@ -81,6 +81,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 256;
+/// How long a stopped member's thread may take to close its log.
+const MEMBER_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Where the server keeps and finds things.
 #[derive(Debug, Clone)]
@@ -451,8 +453,25 @@ impl ServerState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(running) = running {
-            running.stop().await;
+        let Some(running) = running else {
+            return;
+        };
+        let mut status = running.handle().watch_status();
+        running.stop().await;
+        drop(running);
+        // The member thread ends with the last handle to it (requests in
+        // flight hold some) and closes its log then: wait for that, so a
+        // restore never clears a log that is still open.
+        let closed = tokio::time::timeout(MEMBER_CLOSE_WAIT, async {
+            while status.borrow_and_update().is_some() {
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!("the raft member's thread did not end in time");
         }
     }
 
