@@ -446,20 +446,24 @@ async fn cluster_status(globals: &Globals) -> Result<(), CommandError> {
     let asked = client.endpoint().clone();
     let (mut raw, mut status) = fetch(client, trust).await?;
     if let Some(leader) = leader_to_ask(&status, &asked) {
-        let from_leader = async {
+        let from_leader = tokio::time::timeout(LEADER_ASK_TIMEOUT, async {
             let (client, trust) = client_for(config::Target {
                 name,
                 context,
                 endpoint: leader.clone(),
             })?;
             fetch(client, trust).await
-        }
+        })
         .await;
         match from_leader {
-            Ok(answer) => (raw, status) = answer,
-            Err(error) => eprintln!(
+            Ok(Ok(answer)) => (raw, status) = answer,
+            Ok(Err(error)) => eprintln!(
                 "warning: cannot ask the leader at {leader}, so lag and last contact are unknown: {}",
                 failure::describe(&error).message
+            ),
+            Err(_) => eprintln!(
+                "warning: the leader at {leader} did not answer within {} s (it may be down), so lag and last contact are unknown",
+                LEADER_ASK_TIMEOUT.as_secs()
             ),
         }
     }
@@ -494,6 +498,10 @@ async fn token(globals: &Globals, command: TokenCommand) -> Result<(), CommandEr
         }
     }
 }
+
+/// How long `cluster status` waits for the leader the first answer named:
+/// a leader that just died must not hold the status up.
+const LEADER_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a backup or a restore may take: the store can be tens of
 /// megabytes.
