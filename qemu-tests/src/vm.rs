@@ -658,6 +658,11 @@ impl<'n> Vm<'n> {
     pub fn mac(&self) -> MacAddr {
         self.mac
     }
+    /// The tap device on the host side of the VM's NIC.
+    #[must_use]
+    pub fn tap(&self) -> &str {
+        &self.tap
+    }
     /// QEMU's process id.
     #[must_use]
     pub fn pid(&self) -> u32 {

@@ -25,9 +25,16 @@
 //!    `system_reset`; once it is back, every acknowledged write is there,
 //!    read through every member.
 //! 4. **Minority partition.** QMP `set_link net0 off` cuts one voter off:
-//!    writes and linearizable reads through it fail (exit 1) while the
-//!    other members keep serving; after `set_link on` it reads what the
-//!    majority wrote meanwhile and every member lists the same records.
+//!    writes and reads through it fail while the other members keep
+//!    serving, and it never becomes leader on its own; after `set_link
+//!    on` it reads what the majority wrote meanwhile and every member
+//!    lists the same records.
+//!    The client sits on the same bridge, so with the link down it cannot
+//!    reach the cut-off node either; a second cut therefore moves one
+//!    voter's tap to a bridge of its own (`Network::isolate`): the client
+//!    still reaches it, and the node itself refuses writes and reads
+//!    (exit 1, "the node failed to carry out ..."), never becomes leader,
+//!    and converges after `Network::reconnect`.
 //! 5. **Dead voter replaced.** The machine configs set `[cluster] grace =
 //!    "20s"`. A voter (not the leader) is powered off for good: no sooner
 //!    than the grace period, `cluster status` shows the stand-by as a
@@ -930,6 +937,95 @@ fn four_vms_form_a_cluster_and_survive_power_loss_resets_partitions_and_a_dead_v
     }
     cluster.holds_all(cut, "s4/", &during);
     cluster.progress("healed: every member lists the same records");
+    cluster.wait_status(&[0, 1, 2, 3], "a steady cluster again", SETTLE, |s| {
+        steady(s, 4)
+    });
+
+    // ====== 4b. a partition that leaves the client on the minority's side ======
+    // With the link down the client cannot ask the cut-off node anything;
+    // here the node is cut off from its peers only (its tap moved to a
+    // bridge of its own, the host still routes to it), so the refusal
+    // comes from the node itself.
+    let status = cluster.status(a).unwrap_or_else(|e| cluster.fail(&e));
+    let leader = cluster.leader(&status);
+    let island = (0..4)
+        .find(|&i| {
+            i != leader
+                && cluster.machines[i].member.as_deref().is_some_and(|n| {
+                    member_named(&status, n).is_ok_and(|m| field(m, "role") == "voter")
+                })
+        })
+        .unwrap_or_else(|| cluster.fail(&format!("no voter besides the leader: {status}")));
+    let mainland = cluster.others(&[island]);
+    let island_console = cluster.machines[island].vm.console_len();
+    net.isolate(
+        cluster.machines[island].vm.tap(),
+        cluster.machines[island].ip,
+    )
+    .or_panic("cutting a voter off from its peers");
+    cluster.progress(&format!(
+        "{} cut off from its peers, still reachable by the client",
+        cluster.name(island)
+    ));
+    for out in [
+        cluster.put(
+            island,
+            "s4b/through-the-minority",
+            "must not be acknowledged",
+        ),
+        cluster.get(island, "s1/from-0"),
+    ] {
+        cluster.check(
+            out.code() == Some(1) && out.stderr.contains("the node failed to carry out"),
+            || {
+                format!(
+                    "the voter cut off from its peers should itself refuse (exit 1, no leader or not confirmed):\n{}",
+                    out.describe()
+                )
+            },
+        );
+        cluster.progress(&format!("minority refused: {}", out.stderr.trim()));
+    }
+    let mut during = BTreeMap::new();
+    for (n, &via) in mainland.iter().enumerate() {
+        let key = format!("s4b/majority-{n}");
+        let value = format!(
+            "written through {} while another voter was cut off",
+            cluster.name(via)
+        );
+        cluster.put_ok(via, &key, &value);
+        during.insert(key, value);
+    }
+    for &via in &mainland {
+        cluster.holds_all(via, "s4b/", &during);
+    }
+    let island_log = cluster.machines[island].vm.console_from(island_console);
+    cluster.check(!island_log.contains("raft: became leader"), || {
+        format!("the voter cut off from its peers became leader on its own:\n{island_log}")
+    });
+    net.reconnect(
+        cluster.machines[island].vm.tap(),
+        cluster.machines[island].ip,
+    )
+    .or_panic("reconnecting the cut-off voter");
+    let (last_key, last_value) = during
+        .iter()
+        .next_back()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap_or_default();
+    cluster.wait_for_value(island, &last_key, &last_value, SETTLE);
+    let reference = cluster.list(leader, "s4b/");
+    for via in 0..4 {
+        let got = cluster.list(via, "s4b/");
+        cluster.check(got == reference, || {
+            format!(
+                "after reconnecting, {} lists {got:?} under s4b/ but {} lists {reference:?}",
+                cluster.name(via),
+                cluster.name(leader)
+            )
+        });
+    }
+    cluster.progress("reconnected: every member lists the same records");
     cluster.wait_status(&[0, 1, 2, 3], "a steady cluster again", SETTLE, |s| {
         steady(s, 4)
     });
