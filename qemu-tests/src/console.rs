@@ -65,6 +65,10 @@ pub const API_REBOOT: [&str; 3] = [
     r"(?i)unmounted /var",
 ];
 
+/// cairn-init's first line of a boot: after a reset or a restart, its
+/// appearance in the console written since proves the machine booted again.
+pub const INIT_STARTING: &str = r"cairn-init: Cairn \S+ starting";
+
 /// Capture group 1 of `pattern` in `line` (for lines returned by the
 /// console waits, such as [`SETUP_TOKEN`]).
 #[must_use]

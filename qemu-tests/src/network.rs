@@ -335,6 +335,79 @@ impl Network {
         Ok(tap)
     }
 
+    /// Cuts the guest behind `tap` (leased `guest`) off from the other
+    /// guests while the host still reaches it: a partition of the cluster
+    /// network that leaves the client on the guest's side. The tap moves to
+    /// a bridge of its own (`iso-<tap>`) carrying the gateway address as a
+    /// /32 and the gateway bridge's MAC (so the guest's cached neighbour
+    /// entry for the gateway stays right), with a host route to `guest`
+    /// through it. Nothing forwards between the two bridges (the namespace
+    /// does not route), and neither bridge answers ARP for the other side.
+    /// [`Network::reconnect`] undoes it.
+    ///
+    /// # Errors
+    /// [`CommandError`] if an `ip` step fails.
+    pub fn isolate(&self, tap: &str, guest: Ipv4Addr) -> Result<(), CommandError> {
+        let island = island_bridge(tap);
+        let mac = self.bridge_mac()?;
+        self.ip(&[
+            "link",
+            "add",
+            &island,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        self.ip(&["link", "set", &island, "address", &mac])?;
+        self.ip(&[
+            "addr",
+            "add",
+            &format!("{}/32", self.gateway),
+            "dev",
+            &island,
+        ])?;
+        self.ip(&["link", "set", &island, "up"])?;
+        self.ip(&["link", "set", tap, "master", &island])?;
+        self.ip(&[
+            "route",
+            "add",
+            &format!("{guest}/32"),
+            "dev",
+            &island,
+            "src",
+            &self.gateway.to_string(),
+        ])?;
+        self.ip(&["neigh", "flush", "to", &guest.to_string()])?;
+        Ok(())
+    }
+
+    /// Puts a tap cut off by [`Network::isolate`] back on the bridge.
+    ///
+    /// # Errors
+    /// [`CommandError`] if an `ip` step fails.
+    pub fn reconnect(&self, tap: &str, guest: Ipv4Addr) -> Result<(), CommandError> {
+        let island = island_bridge(tap);
+        self.ip(&["route", "del", &format!("{guest}/32"), "dev", &island])?;
+        self.ip(&["link", "set", tap, "master", BRIDGE])?;
+        self.ip(&["link", "del", &island])?;
+        self.ip(&["neigh", "flush", "to", &guest.to_string()])?;
+        Ok(())
+    }
+
+    /// The MAC address of the bridge (`br0`).
+    fn bridge_mac(&self) -> Result<String, CommandError> {
+        let out = self.ip(&["-o", "link", "show", BRIDGE])?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     /// A MAC address no other VM of this process has had
     /// (`52:54:00` is QEMU's locally administered prefix).
     #[must_use]
@@ -443,6 +516,12 @@ impl Drop for Network {
     }
 }
 
+/// The bridge [`Network::isolate`] moves `tap` to (at most 15 bytes for
+/// tap names up to `tap99999`).
+fn island_bridge(tap: &str) -> String {
+    format!("iso-{tap}")
+}
+
 /// `ip` from iproute2; [`tools::check_host`] has already proved it exists
 /// before any namespace is made, so the bare name is only a fallback.
 fn ip_program() -> PathBuf {
@@ -546,6 +625,13 @@ pub(crate) fn run(command: &mut Command) -> Result<String, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn island_bridge_names_fit_the_kernels_interface_name_limit() {
+        // IFNAMSIZ is 16 including the NUL.
+        assert_eq!(island_bridge("tap0"), "iso-tap0");
+        assert!(island_bridge("tap99999").len() <= 15);
+    }
 
     #[test]
     fn only_harness_namespaces_have_an_owner_pid() {

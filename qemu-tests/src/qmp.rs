@@ -288,6 +288,29 @@ impl QmpClient {
         self.execute(&QmpCommand::SystemPowerdown).map(drop)
     }
 
+    /// Resets the machine like its reset button: no orderly shutdown, the
+    /// guest boots again from its disk. With `-no-reboot` QEMU exits instead.
+    ///
+    /// # Errors
+    /// See [`QmpClient::execute`].
+    pub fn system_reset(&mut self) -> Result<(), QmpError> {
+        self.execute(&QmpCommand::SystemReset).map(drop)
+    }
+
+    /// Sets the link of NIC backend `device` (the harness names it `net0`,
+    /// see [`crate::vm::NETDEV`]) up or down: the guest sees carrier loss
+    /// and its frames go nowhere, a network partition of this one machine.
+    ///
+    /// # Errors
+    /// See [`QmpClient::execute`].
+    pub fn set_link(&mut self, device: &str, up: bool) -> Result<(), QmpError> {
+        self.execute(&QmpCommand::SetLink {
+            device: device.to_owned(),
+            up,
+        })
+        .map(drop)
+    }
+
     /// Asks QEMU to exit; QEMU may close the socket before replying, which
     /// counts as success.
     ///
@@ -513,6 +536,33 @@ mod tests {
         let sent = std::thread::spawn(move || server.join().unwrap());
         client.quit().unwrap();
         assert_eq!(sent.join().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn set_link_and_system_reset_send_their_commands_and_arguments() {
+        let (dir, server) = fake_server(vec![
+            vec![r#"{"return": {}, "id": $ID}"#],
+            vec![r#"{"return": {}, "id": $ID}"#],
+            vec![r#"{"return": {}, "id": $ID}"#],
+            vec![r#"{"return": {}, "id": $ID}"#],
+        ]);
+        let mut client = QmpClient::connect(
+            &dir.path().join("qmp.sock"),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        client.set_link("net0", false).unwrap();
+        client.set_link("net0", true).unwrap();
+        client.system_reset().unwrap();
+        drop(client);
+        let sent = server.join().unwrap();
+        assert_eq!(
+            sent[1],
+            json!({"execute": "set_link", "id": 2, "arguments": {"name": "net0", "up": false}})
+        );
+        assert_eq!(sent[2]["arguments"], json!({"name": "net0", "up": true}));
+        assert_eq!(sent[3]["execute"], "system_reset");
     }
 
     proptest! {

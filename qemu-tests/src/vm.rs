@@ -29,6 +29,9 @@ use crate::tools::{self, ToolError};
 /// The agent's plain-HTTP health port.
 pub const HEALTH_PORT: u16 = 7480;
 
+/// QEMU's id for every VM's NIC backend: what QMP `set_link` takes.
+pub const NETDEV: &str = "net0";
+
 /// Virtual size of every overlay: larger than the image, like a real disk,
 /// so first-boot growth of STATE has something to do.
 const OVERLAY_SIZE: &str = "4G";
@@ -336,13 +339,16 @@ pub fn qemu_args(plan: &QemuPlan) -> Vec<String> {
     ]);
     push(&[
         "-netdev",
-        &format!("tap,id=net0,ifname={},script=no,downscript=no", plan.tap),
+        &format!(
+            "tap,id={NETDEV},ifname={},script=no,downscript=no",
+            plan.tap
+        ),
     ]);
     let nic = match (&spec.disk, &plan.overlay) {
         // Without a disk the NIC is the boot device, through its iPXE ROM.
         (None, _) | (_, None) => {
             format!(
-                "{},netdev=net0,mac={},bootindex=0",
+                "{},netdev={NETDEV},mac={},bootindex=0",
                 spec.nic.device(),
                 plan.mac
             )
@@ -350,7 +356,7 @@ pub fn qemu_args(plan: &QemuPlan) -> Vec<String> {
         // With a disk, leave the option ROM out: the firmware then never
         // tries the network, and boots faster.
         (Some(_), Some(_)) => format!(
-            "{},netdev=net0,mac={},romfile=",
+            "{},netdev={NETDEV},mac={},romfile=",
             spec.nic.device(),
             plan.mac
         ),
@@ -387,6 +393,22 @@ pub fn qemu_args(plan: &QemuPlan) -> Vec<String> {
         ]);
     }
     args
+}
+
+/// The command line for starting the same machine again: identical, except
+/// that the serial console is appended to rather than truncated, so the
+/// console log holds every boot of the VM in order.
+#[must_use]
+pub fn restart_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|arg| {
+            if arg.starts_with("file,id=console,") && !arg.contains(",append=") {
+                format!("{arg},append=on")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect()
 }
 
 /// Starting a VM failed.
@@ -471,6 +493,9 @@ pub struct Vm<'n> {
     exit: Option<ExitStatus>,
     started: Instant,
     accel: Accel,
+    /// The QEMU binary and its arguments, for [`Vm::restart`].
+    qemu: PathBuf,
+    args: Vec<String>,
     // Holds the overlay, OVMF vars and QMP socket; removed after QEMU dies.
     _work: tempfile::TempDir,
 }
@@ -579,8 +604,50 @@ impl<'n> Vm<'n> {
             exit: None,
             started,
             accel,
+            qemu: qemu.to_path_buf(),
+            args,
             _work: work,
         })
+    }
+
+    /// Starts the machine again after QEMU has ended (or kills it first,
+    /// like pulling the plug): the same overlay (so STATE and everything
+    /// on it survive), OVMF variables, MAC (so dnsmasq leases the same
+    /// address), tap and QMP socket. The console log and QEMU's stderr log
+    /// are appended to, not replaced; take [`Vm::console_len`] before the
+    /// restart to look only at the new boot.
+    ///
+    /// # Errors
+    /// [`VmStartError`] if QEMU cannot be started or its log opened.
+    pub fn restart(&mut self) -> Result<(), VmStartError> {
+        self.qmp = None;
+        if self.try_exit().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let log_error = |source| VmStartError::Log {
+            path: self.qemu_log.clone(),
+            source,
+        };
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.qemu_log)
+            .map_err(log_error)?;
+        self.args = restart_args(&self.args);
+        let started = Instant::now();
+        self.child = self
+            .net
+            .command(&self.qemu)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(VmStartError::Spawn)?;
+        self.exit = None;
+        self.started = started;
+        Ok(())
     }
 
     #[must_use]
@@ -590,6 +657,11 @@ impl<'n> Vm<'n> {
     #[must_use]
     pub fn mac(&self) -> MacAddr {
         self.mac
+    }
+    /// The tap device on the host side of the VM's NIC.
+    #[must_use]
+    pub fn tap(&self) -> &str {
+        &self.tap
     }
     /// QEMU's process id.
     #[must_use]
@@ -1053,6 +1125,23 @@ mod tests {
         );
         assert!(args.contains("-fw_cfg name=opt/cairn/config,file=/c/bad.toml"));
         assert!(!joined(VmSpec::virtio_disk("a", &image())).contains("fw_cfg"));
+    }
+
+    #[test]
+    fn a_restart_appends_to_the_console_and_changes_nothing_else() {
+        let first = qemu_args(&plan(VmSpec::virtio_qcow2("a", &image())));
+        let again = restart_args(&first);
+        assert_eq!(first.len(), again.len());
+        let changed: Vec<(&String, &String)> =
+            first.iter().zip(&again).filter(|(a, b)| a != b).collect();
+        assert_eq!(
+            changed,
+            [(
+                &"file,id=console,path=/logs/vm.console.log".to_owned(),
+                &"file,id=console,path=/logs/vm.console.log,append=on".to_owned()
+            )]
+        );
+        assert_eq!(restart_args(&again), again, "restarting twice appends once");
     }
 
     #[test]
