@@ -567,7 +567,10 @@ mod tests {
             .filter(|r| r.is_data())
             .map(|r| r.operation)
             .collect();
-        assert_eq!(data, ["kv_list", "kv_get", "kv_put", "kv_delete", "kv_watch"]);
+        assert_eq!(
+            data,
+            ["kv_list", "kv_get", "kv_put", "kv_delete", "kv_watch"]
+        );
     }
 
     #[test]
