@@ -32,6 +32,8 @@ pub enum ErrorCode {
     KeyNotFound,
     /// 404: no member has that name.
     MemberNotFound,
+    /// 404: no join token has that id.
+    TokenNotFound,
     /// 409: compare-and-set failed: the key is at another revision; the
     /// message names it.
     RevisionConflict,
@@ -81,12 +83,13 @@ impl ErrorCode {
             | ErrorCode::MaintenanceMode
             | ErrorCode::InvalidSetupToken
             | ErrorCode::InvalidJoinToken => 403,
-            ErrorCode::NotFound | ErrorCode::KeyNotFound | ErrorCode::MemberNotFound => 404,
+            ErrorCode::NotFound
+            | ErrorCode::KeyNotFound
+            | ErrorCode::MemberNotFound
+            | ErrorCode::TokenNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
-            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => {
-                409
-            }
+            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => 409,
             ErrorCode::Compacted => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidConfig => 422,
@@ -99,7 +102,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -110,6 +113,7 @@ impl ErrorCode {
         ErrorCode::InvalidJoinToken,
         ErrorCode::KeyNotFound,
         ErrorCode::MemberNotFound,
+        ErrorCode::TokenNotFound,
         ErrorCode::RevisionConflict,
         ErrorCode::MemberExists,
         ErrorCode::Compacted,

@@ -92,10 +92,10 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
         op.insert("security".into(), json!([]));
     }
     let mut parameters = path_parameters(route.path);
-    if let Some(query) = route.query {
-        if let Value::Array(query) = query_parameters(query, generator) {
-            parameters.extend(query);
-        }
+    if let Some(query) = route.query
+        && let Value::Array(query) = query_parameters(query, generator)
+    {
+        parameters.extend(query);
     }
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));

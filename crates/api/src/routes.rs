@@ -14,11 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 use crate::types::{
     ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse,
-    KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,
-    KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest,
-    MemberRemoved, NetworkState, NodeInfo, PowerResponse, TokenCreateRequest, TokenInfo,
-    TokenList, VersionInfo,
+    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog,
+    KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten,
+    LogEntry, LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest, MemberRemoved,
+    NetworkState, NodeInfo, PowerResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`

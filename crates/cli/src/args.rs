@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cluster::join::token::TokenId;
 use cluster::pki::Fingerprint;
 
 use crate::config::ContextName;
@@ -19,6 +20,7 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   4  TLS or authentication failure (fingerprint, CA, certificate)
   5  permission denied (role, setup token, maintenance mode)
   6  invalid input (config refused, bad request, unreadable file)
+  7  not found or conflict (kv key, member, --if-revision mismatch)
 ";
 
 /// Manage Cairn nodes and clusters.
@@ -53,7 +55,8 @@ pub struct Cli {
 pub enum Format {
     /// Aligned text for people.
     Table,
-    /// One JSON object (NDJSON for logs), snake_case, for scripts.
+    /// One JSON object (NDJSON for logs and kv watch), snake_case, for
+    /// scripts.
     Json,
 }
 
@@ -66,6 +69,9 @@ pub enum Command {
     /// Inspect and manage a node.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The cluster's key-value store (linearizable through any member).
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -89,6 +95,45 @@ pub enum ClusterCommand {
     /// cluster and store an admin credential as a new current context
     /// (needs --endpoint).
     Init(InitArgs),
+    /// Members, their roles and conditions, leader, term and indexes.
+    Status,
+    /// Join tokens for new nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `cairn cluster token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a join token and print it with the command that joins a node
+    /// with it (admin only; the secret is shown once).
+    Create(TokenCreateArgs),
+    /// List join tokens, without their secrets.
+    List,
+    /// Revoke a join token so no further node can join with it.
+    Revoke {
+        /// The token's id (the part before the dot).
+        #[arg(value_name = "ID")]
+        id: TokenId,
+    },
+}
+
+/// `cairn cluster token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// How long the token is valid, 1m to 7d (90s, 30m, 24h, 7d, 1h30m)
+    /// [default: the node's, 1h].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<Span>,
+
+    /// How many nodes may join with it [default: unlimited until it
+    /// expires].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub uses: Option<u32>,
+
+    /// What it is for, shown by `token list`.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
 }
 
 /// `cairn cluster init`.
@@ -136,6 +181,92 @@ pub enum NodeCommand {
     Reboot(RebootArgs),
     /// Power the node off.
     Shutdown,
+    /// Have a node in maintenance mode join a cluster with a join token
+    /// (--endpoint is the new node).
+    Join(JoinArgs),
+    /// Remove a member from the cluster (admin only).
+    Remove {
+        /// The member's node name, as `cairn cluster status` lists it.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// `cairn node join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The new node's setup token (printed on its console, or
+    /// cluster.setup-token in its machine config).
+    #[arg(long, value_name = "TOKEN")]
+    pub setup_token: String,
+
+    /// SHA-256 fingerprint of the new node's maintenance certificate as its
+    /// console prints it (sha256:<64 hex>); without it the new node is not
+    /// authenticated.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub fingerprint: Option<Fingerprint>,
+
+    /// API endpoint of a cluster member the new node asks to join.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cluster: Endpoint,
+
+    /// Join token from `cairn cluster token create` (<id>.<secret>).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+
+    /// SHA-256 fingerprint of the cluster CA (sha256:<64 hex>, printed by
+    /// `cairn cluster token create`); the new node refuses a cluster whose
+    /// CA differs.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub ca_hash: Fingerprint,
+}
+
+/// `cairn kv ...`.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value alone (with -o json, the whole record).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Write only if the key's last change was this revision (0: only
+        /// if the key does not exist).
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+        /// Delete only if the key's last change was this revision.
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+    },
+    /// List records whose keys start with PREFIX, in key order.
+    List {
+        /// Key prefix [default: every key].
+        prefix: Option<String>,
+        /// At most this many records [default: the node's, 1000].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+    /// Print changes to keys starting with PREFIX as they happen, until
+    /// interrupted.
+    Watch {
+        /// Key prefix [default: every key].
+        prefix: Option<String>,
+        /// Start after this revision (a list's revision or the last event
+        /// seen) instead of now.
+        #[arg(long, value_name = "REV")]
+        after: Option<u64>,
+    },
 }
 
 /// `cairn node logs`.
@@ -318,6 +449,103 @@ mod tests {
         );
     }
 
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("{args:?} should parse: {e}"))
+            .command
+    }
+
+    #[test]
+    fn token_create_takes_operator_durations_and_a_use_limit() {
+        let Command::Cluster(ClusterCommand::Token(TokenCommand::Create(args))) = parse(&[
+            "cairn",
+            "cluster",
+            "token",
+            "create",
+            "--ttl",
+            "1h30m",
+            "--uses",
+            "3",
+            "--description",
+            "rack b",
+        ]) else {
+            panic!("not token create");
+        };
+        assert_eq!(args.ttl.map(Span::as_secs), Some(5400));
+        assert_eq!(args.uses, Some(3));
+        assert_eq!(args.description.as_deref(), Some("rack b"));
+
+        let Command::Cluster(ClusterCommand::Token(TokenCommand::Create(args))) =
+            parse(&["cairn", "cluster", "token", "create"])
+        else {
+            panic!("not token create");
+        };
+        // Left to the node's defaults.
+        assert_eq!((args.ttl, args.uses), (None, None));
+    }
+
+    #[test]
+    fn kv_commands_take_revisions_and_values_that_look_like_flags() {
+        let Command::Kv(KvCommand::Put {
+            key,
+            value,
+            if_revision,
+        }) = parse(&[
+            "cairn",
+            "kv",
+            "put",
+            "site/ntp",
+            "-5",
+            "--if-revision",
+            "42",
+        ])
+        else {
+            panic!("not kv put");
+        };
+        assert_eq!(
+            (key.as_str(), value.as_str(), if_revision),
+            ("site/ntp", "-5", Some(42))
+        );
+        let Command::Kv(KvCommand::Watch { prefix, after }) =
+            parse(&["cairn", "kv", "watch", "site/", "--after", "7"])
+        else {
+            panic!("not kv watch");
+        };
+        assert_eq!((prefix.as_deref(), after), (Some("site/"), Some(7)));
+        let Command::Kv(KvCommand::List { prefix, limit }) = parse(&["cairn", "kv", "list"]) else {
+            panic!("not kv list");
+        };
+        assert_eq!((prefix, limit), (None, None));
+    }
+
+    #[test]
+    fn node_join_parses_the_acceptance_command_line() {
+        let hash = format!("sha256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "node",
+            "join",
+            "--endpoint",
+            "10.0.0.6:7443",
+            "--setup-token",
+            "T",
+            "--cluster",
+            "10.0.0.5",
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--ca-hash",
+            &hash,
+        ])
+        .expect("join parses");
+        assert_eq!(cli.endpoint.expect("endpoint").to_string(), "10.0.0.6:7443");
+        let Command::Node(NodeCommand::Join(join)) = cli.command else {
+            panic!("not node join");
+        };
+        // The member's port defaults like every endpoint.
+        assert_eq!(join.cluster.to_string(), "10.0.0.5:7443");
+        assert_eq!(join.ca_hash.to_string(), hash);
+    }
+
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
@@ -342,6 +570,38 @@ mod tests {
                 "y",
             ],
             &["cairn", "node", "reboot", "--timeout", "5m"],
+            &["cairn", "cluster", "token", "create", "--ttl", "1 hour"],
+            &["cairn", "cluster", "token", "create", "--ttl", "0s"],
+            &["cairn", "cluster", "token", "create", "--uses", "0"],
+            &["cairn", "cluster", "token", "create", "--uses", "-1"],
+            &["cairn", "cluster", "token", "revoke", "ABC!"],
+            &["cairn", "kv", "put", "k", "v", "--if-revision", "x"],
+            &["cairn", "kv", "list", "--limit", "0"],
+            &["cairn", "kv", "get"],
+            &[
+                "cairn",
+                "node",
+                "join",
+                "--setup-token",
+                "t",
+                "--cluster",
+                "10.0.0.5",
+                "--token",
+                "abcdef.x",
+                "--ca-hash",
+                "sha256:abc",
+            ],
+            &[
+                "cairn",
+                "node",
+                "join",
+                "--setup-token",
+                "t",
+                "--cluster",
+                "10.0.0.5",
+                "--token",
+                "abcdef.x",
+            ],
         ] {
             let err = Cli::try_parse_from(args).expect_err("refused");
             assert_eq!(err.exit_code(), 2, "{args:?}");

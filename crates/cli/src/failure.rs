@@ -12,7 +12,7 @@ use std::io;
 use api::{ApiError, ErrorCode};
 use rustls::{AlertDescription, CertificateError};
 
-use crate::client::RequestError;
+use crate::client::{RequestError, UrlError};
 use crate::config::{ContextError, ContextName, LoadConfigError, SaveConfigError};
 use crate::duration::Span;
 use crate::endpoint::Endpoint;
@@ -33,7 +33,8 @@ pub enum Exit {
     /// refused, timeout, connection lost).
     Unreachable,
     /// 4: TLS or authentication failed: the node's certificate is not the
-    /// pinned or trusted one, or the node refused the client certificate.
+    /// pinned or trusted one, the node refused the client certificate, or
+    /// a joining node found a cluster CA other than `--ca-hash`.
     Authentication,
     /// 5: the node refused the request: role too low, wrong setup token,
     /// maintenance mode, rate limited.
@@ -41,11 +42,16 @@ pub enum Exit {
     /// 6: the node refused the input: invalid machine config, malformed
     /// request; or a local input file could not be read.
     InvalidInput,
+    /// 7: what the command names is not there or not as expected: no such
+    /// kv key or member, `--if-revision` did not match, the name is taken.
+    /// Scripts doing compare-and-set loops tell this apart from a broken
+    /// cluster by the code alone.
+    Conflict,
 }
 
 impl Exit {
     /// Every code, in order.
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Success,
         Exit::Failure,
         Exit::Usage,
@@ -53,6 +59,7 @@ impl Exit {
         Exit::Authentication,
         Exit::PermissionDenied,
         Exit::InvalidInput,
+        Exit::Conflict,
     ];
 
     /// The process exit code.
@@ -65,6 +72,7 @@ impl Exit {
             Exit::Authentication => 4,
             Exit::PermissionDenied => 5,
             Exit::InvalidInput => 6,
+            Exit::Conflict => 7,
         }
     }
 
@@ -78,6 +86,7 @@ impl Exit {
             Exit::Authentication => "TLS or authentication failure (fingerprint, CA, certificate)",
             Exit::PermissionDenied => "permission denied (role, setup token, maintenance mode)",
             Exit::InvalidInput => "invalid input (config refused, bad request, unreadable file)",
+            Exit::Conflict => "not found or conflict (kv key, member, --if-revision mismatch)",
         }
     }
 
@@ -211,9 +220,15 @@ pub enum CommandError {
         /// The last thing seen.
         last: String,
     },
-    /// A streamed log line is not a log entry.
-    #[error("the node sent a log line this client does not understand")]
-    BadLogLine(#[source] serde_json::Error),
+    /// A streamed line is not what the route promises.
+    #[error("the node sent a {what} this client does not understand")]
+    BadLine {
+        /// What the line should have been (`log line`, `watch event`).
+        what: &'static str,
+        /// Why it is not.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// `error` and its causes, joined with `: `.
@@ -247,7 +262,7 @@ pub fn describe(error: &CommandError) -> Failure {
         | CommandError::WriteOutput { .. }
         | CommandError::Stdout(_)
         | CommandError::WaitTimedOut { .. }
-        | CommandError::BadLogLine(_) => Failure::new(Exit::Failure, chain(error)),
+        | CommandError::BadLine { .. } => Failure::new(Exit::Failure, chain(error)),
         CommandError::Credential { .. } | CommandError::BadCredential(_) => {
             Failure::new(Exit::Authentication, chain(error))
         }
@@ -270,6 +285,14 @@ pub fn describe_request(error: &RequestError, trust: &Trust) -> Failure {
         RequestError::UnexpectedStatus { .. } | RequestError::UnknownOperation(_) => {
             Failure::new(Exit::Failure, error.to_string())
         }
+        RequestError::Url { source, .. } => match source {
+            // A value typed on the command line that no path can carry.
+            UrlError::UnusableValue { .. } => Failure::new(Exit::Usage, source.to_string()),
+            UrlError::MissingParameter(_)
+            | UrlError::UnusedParameter(_)
+            | UrlError::Base(_)
+            | UrlError::Query(_) => Failure::new(Exit::Failure, chain(error)),
+        },
         RequestError::Decode { .. } | RequestError::Encode { .. } => {
             Failure::new(Exit::Failure, chain(error))
         }
@@ -304,6 +327,13 @@ pub fn describe_refusal(
         | ErrorCode::CaMismatch => {
             format!("the node failed to carry out {operation}: {said}")
         }
+        // The answer is a plain "no such thing" or "not at that revision":
+        // the node's sentence says it all.
+        ErrorCode::KeyNotFound
+        | ErrorCode::MemberNotFound
+        | ErrorCode::TokenNotFound
+        | ErrorCode::RevisionConflict
+        | ErrorCode::MemberExists => said,
         ErrorCode::ClientCertificateRequired
         | ErrorCode::InvalidClientCertificate
         | ErrorCode::RoleTooLow
@@ -312,10 +342,6 @@ pub fn describe_refusal(
         | ErrorCode::RateLimited
         | ErrorCode::AlreadyMember
         | ErrorCode::InvalidJoinToken
-        | ErrorCode::KeyNotFound
-        | ErrorCode::MemberNotFound
-        | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists
         | ErrorCode::Compacted
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
@@ -334,7 +360,7 @@ pub fn describe_refusal(
             Trust::Pinned => "the credential may have expired or belong to another cluster".to_owned(),
         }),
         ErrorCode::MaintenanceMode => Some(
-            "the node belongs to no cluster yet; bootstrap it with `cairn cluster init`".to_owned(),
+            "the node belongs to no cluster yet; bootstrap it with `cairn cluster init` or join it with `cairn node join`".to_owned(),
         ),
         ErrorCode::InvalidSetupToken => Some(
             "the token is printed on the node's console or set as cluster.setup-token in its machine config"
@@ -357,13 +383,22 @@ pub fn describe_refusal(
         ErrorCode::Compacted => Some(
             "list the keys again and watch from the list's revision".to_owned(),
         ),
+        ErrorCode::InvalidJoinToken => Some(
+            "tokens expire, can be revoked and may be used up; make a new one with `cairn cluster token create`".to_owned(),
+        ),
+        ErrorCode::RevisionConflict => Some(
+            "read the current revision with `cairn kv get -o json KEY` and retry with it".to_owned(),
+        ),
+        ErrorCode::MemberNotFound => Some(
+            "`cairn cluster status` lists the members".to_owned(),
+        ),
+        ErrorCode::ClusterUnreachable => Some(
+            "the joining node could not reach the --cluster endpoint; check that it can, from the joining node's network".to_owned(),
+        ),
         ErrorCode::RoleTooLow
-        | ErrorCode::InvalidJoinToken
         | ErrorCode::KeyNotFound
-        | ErrorCode::MemberNotFound
-        | ErrorCode::RevisionConflict
+        | ErrorCode::TokenNotFound
         | ErrorCode::MemberExists
-        | ErrorCode::ClusterUnreachable
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::PayloadTooLarge
@@ -391,9 +426,11 @@ fn code_name(code: ErrorCode) -> String {
 /// The exit code for an API error code.
 pub fn refusal_exit(code: ErrorCode) -> Exit {
     match code {
-        ErrorCode::ClientCertificateRequired | ErrorCode::InvalidClientCertificate => {
-            Exit::Authentication
-        }
+        // A CA other than the pinned one is the join's version of a
+        // fingerprint mismatch.
+        ErrorCode::ClientCertificateRequired
+        | ErrorCode::InvalidClientCertificate
+        | ErrorCode::CaMismatch => Exit::Authentication,
         ErrorCode::RoleTooLow
         | ErrorCode::MaintenanceMode
         | ErrorCode::InvalidSetupToken
@@ -405,11 +442,11 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         }
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
+        | ErrorCode::TokenNotFound
         | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists
-        | ErrorCode::Compacted
+        | ErrorCode::MemberExists => Exit::Conflict,
+        ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
-        | ErrorCode::CaMismatch
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::Timeout
@@ -768,6 +805,48 @@ mod tests {
     }
 
     #[test]
+    fn missing_things_and_conflicts_are_the_nodes_sentence_and_exit_7() {
+        let missing = ApiError::new(ErrorCode::KeyNotFound, "key \"a/b\" does not exist.");
+        let failure = describe_refusal("kv_get", &missing, None, &member());
+        assert_eq!(failure.exit, Exit::Conflict);
+        assert_eq!(failure.message, "key \"a/b\" does not exist");
+
+        let conflict = ApiError::new(
+            ErrorCode::RevisionConflict,
+            "key \"a\" is at revision 7, not 5",
+        );
+        let failure = describe_refusal("kv_put", &conflict, None, &member());
+        assert_eq!(failure.exit, Exit::Conflict);
+        assert!(
+            failure
+                .message
+                .starts_with("key \"a\" is at revision 7, not 5 (read the current revision"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn join_refusals_say_what_to_check() {
+        let token = ApiError::new(ErrorCode::InvalidJoinToken, "the join token expired");
+        let failure = describe_refusal("cluster_join", &token, None, &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::PermissionDenied);
+        assert!(
+            failure.message.contains("`cairn cluster token create`"),
+            "{}",
+            failure.message
+        );
+
+        let ca = ApiError::new(
+            ErrorCode::CaMismatch,
+            "the cluster CA is sha256:00.., not the pinned sha256:11..",
+        );
+        let failure = describe_refusal("cluster_join", &ca, None, &Trust::Pinned);
+        assert_eq!(failure.exit, Exit::Authentication);
+        assert!(failure.message.contains("--ca-hash"), "{}", failure.message);
+    }
+
+    #[test]
     fn every_api_error_code_has_an_exit_code_other_than_success_and_usage() {
         for code in ErrorCode::ALL {
             let exit = refusal_exit(code);
@@ -778,7 +857,7 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_documented_in_order() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, (0..7).collect::<Vec<u8>>());
+        assert_eq!(codes, (0..8).collect::<Vec<u8>>());
         let help = Exit::help_table();
         for exit in Exit::ALL {
             assert!(help.contains(&format!("  {}  {}", exit.code(), exit.meaning())));

@@ -7,8 +7,10 @@
 use std::fmt::Write as _;
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, IssuedCertificate, KernelLog, LogEntry, LogLevel,
-    LogSource, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    ApplyConfigResponse, BootstrapResponse, ClusterStatus, CreatedToken, IssuedCertificate,
+    JoinResponse, KernelLog, KvEvent, KvEventKind, KvList, KvWritten, LogEntry, LogLevel,
+    LogSource, MachineConfigDocument, MemberRemoved, MemberRole, MemberState, NetworkState,
+    NodeInfo, PowerResponse, TokenInfo, TokenList, TokenState, VersionInfo,
 };
 use serde::Serialize;
 
@@ -369,6 +371,225 @@ pub fn bootstrap(response: &BootstrapResponse, context: &str) -> String {
     )
 }
 
+/// How many characters of a value `kv list` shows.
+const VALUE_WIDTH: usize = 60;
+
+/// `text` on one line: line breaks and other control characters escaped,
+/// cut to `max` characters with a trailing `...` when longer.
+fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (shown, c) in text.chars().enumerate() {
+        if shown == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `cairn kv put`.
+pub fn kv_put(written: &KvWritten) -> String {
+    format!("OK (revision {})\n", written.revision)
+}
+
+/// `cairn kv del`.
+pub fn kv_del(written: &KvWritten) -> String {
+    match written.deleted {
+        Some(false) => format!(
+            "{} did not exist, nothing deleted (revision {})\n",
+            written.key, written.revision
+        ),
+        Some(true) | None => format!("deleted {} (revision {})\n", written.key, written.revision),
+    }
+}
+
+/// `cairn kv list`.
+pub fn kv_list(list: &KvList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .records
+        .iter()
+        .map(|r| {
+            vec![
+                one_line(&r.key, usize::MAX),
+                r.revision.to_string(),
+                one_line(&r.value, VALUE_WIDTH),
+            ]
+        })
+        .collect();
+    let mut out = columns(&["KEY", "REVISION", "VALUE"], &rows);
+    if list.more {
+        out.push_str("(more keys match: raise --limit or narrow the prefix)\n");
+    }
+    out
+}
+
+/// One event of `cairn kv watch`: revision, what happened, key, and the
+/// new value on one line.
+pub fn kv_event(event: &KvEvent) -> String {
+    let key = one_line(&event.key, usize::MAX);
+    match event.kind {
+        KvEventKind::Put => format!(
+            "{}  put     {key}  {}\n",
+            event.revision,
+            one_line(event.value.as_deref().unwrap_or(""), usize::MAX)
+        ),
+        KvEventKind::Delete => format!("{}  delete  {key}\n", event.revision),
+    }
+}
+
+const fn role_name(role: MemberRole) -> &'static str {
+    match role {
+        MemberRole::Voter => "voter",
+        MemberRole::Learner => "learner",
+    }
+}
+
+const fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Ready => "ready",
+        MemberState::NotReady => "not_ready",
+        MemberState::Lost => "lost",
+    }
+}
+
+/// Milliseconds as a table shows them: `850ms`, `12s`, `3m 5s`.
+fn millis(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        Span::from_secs(ms / 1000).to_string()
+    }
+}
+
+/// `cairn cluster status`: one header line, then the members.
+pub fn cluster_status(status: &ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster {}: leader {}, term {}, commit {}, applied {} (answered by {})\n\n",
+        status.name,
+        status.leader.as_deref().unwrap_or("none"),
+        status.term,
+        status.commit,
+        status.applied,
+        status.answered_by
+    );
+    let rows: Vec<Vec<String>> = status
+        .members
+        .iter()
+        .map(|m| {
+            let leader = status.leader.as_deref() == Some(m.name.as_str());
+            vec![
+                if leader {
+                    format!("{} *", m.name)
+                } else {
+                    m.name.clone()
+                },
+                m.address.clone(),
+                role_name(m.role).to_owned(),
+                state_name(m.state).to_owned(),
+                or_dash(m.lag.map(|l| l.to_string())),
+                or_dash(m.last_contact_ms.map(millis)),
+                or_dash(m.domain.clone()),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &[
+            "NAME",
+            "ADDRESS",
+            "ROLE",
+            "STATE",
+            "LAG",
+            "LAST CONTACT",
+            "DOMAIN",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// `cairn cluster token create`: the token, then the command that joins
+/// a node with it.
+pub fn created_token(token: &CreatedToken) -> String {
+    let mut out = fields(&[
+        ("TOKEN", token.token.clone()),
+        ("CA HASH", token.ca_hash.clone()),
+        ("EXPIRES", token.expires_at.to_string()),
+        (
+            "USES",
+            token
+                .uses
+                .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        ),
+    ]);
+    let _ = write!(
+        out,
+        "\nJoin a node in maintenance mode with (fill in its endpoint and setup token):\n\n  {}\n",
+        token.join_command
+    );
+    out
+}
+
+const fn token_state_name(state: TokenState) -> &'static str {
+    match state {
+        TokenState::Valid => "valid",
+        TokenState::Expired => "expired",
+        TokenState::Revoked => "revoked",
+        TokenState::UsedUp => "used_up",
+    }
+}
+
+/// `cairn cluster token list`.
+pub fn token_list(list: &TokenList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                token_state_name(t.state).to_owned(),
+                match t.uses {
+                    Some(allowed) => format!("{}/{allowed}", t.used),
+                    None => format!("{}/unlimited", t.used),
+                },
+                t.expires_at.to_string(),
+                or_dash(t.description.as_deref().map(|d| one_line(d, VALUE_WIDTH))),
+            ]
+        })
+        .collect();
+    columns(&["ID", "STATE", "USED", "EXPIRES", "DESCRIPTION"], &rows)
+}
+
+/// `cairn cluster token revoke`.
+pub fn token_revoked(token: &TokenInfo) -> String {
+    format!(
+        "token {} is {} (used {} times)\n",
+        token.id,
+        token_state_name(token.state),
+        token.used
+    )
+}
+
+/// `cairn node join`.
+pub fn joined(response: &JoinResponse) -> String {
+    format!(
+        "node {} joined cluster {} as member {} (a learner until it has caught up)\n",
+        response.node_name, response.cluster_name, response.member_id
+    )
+}
+
+/// `cairn node remove`.
+pub fn member_removed(removed: &MemberRemoved) -> String {
+    format!(
+        "member {} (id {}) removed from the cluster\n",
+        removed.name, removed.id
+    )
+}
+
 /// `cairn version`.
 pub fn version(report: &VersionReport) -> String {
     let server = match (&report.server, &report.server_error) {
@@ -582,6 +803,121 @@ mod tests {
         r.applied = true;
         r.changed.clear();
         assert_eq!(apply_result(&r), "config applied; changed: nothing\n");
+    }
+
+    #[test]
+    fn kv_list_keeps_values_on_one_line_and_cuts_long_ones() {
+        let record = |key: &str, value: &str| api::types::KvRecord {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            revision: 7,
+            create_revision: 7,
+            version: 1,
+        };
+        let list = KvList {
+            revision: 9,
+            records: vec![
+                record("site/motd", "line one\nline two"),
+                record("site/big", &"x".repeat(100)),
+            ],
+            more: true,
+        };
+        let text = kv_list(&list);
+        assert!(
+            text.starts_with(
+                "KEY        REVISION  VALUE\nsite/motd  7         line one\\nline two\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("site/big   7         {}...\n", "x".repeat(60))),
+            "{text}"
+        );
+        assert!(text.ends_with("(more keys match: raise --limit or narrow the prefix)\n"));
+    }
+
+    #[test]
+    fn watch_lines_name_the_revision_the_change_and_the_key() {
+        let put = KvEvent {
+            revision: 12,
+            key: "a b".to_owned(),
+            kind: KvEventKind::Put,
+            value: Some("v".to_owned()),
+        };
+        assert_eq!(kv_event(&put), "12  put     a b  v\n");
+        let del = KvEvent {
+            revision: 13,
+            key: "a b".to_owned(),
+            kind: KvEventKind::Delete,
+            value: None,
+        };
+        assert_eq!(kv_event(&del), "13  delete  a b\n");
+    }
+
+    #[test]
+    fn cluster_status_heads_the_member_table_with_leader_and_term() {
+        let member = |name: &str, role, lag, contact| api::types::MemberStatus {
+            name: name.to_owned(),
+            id: 1,
+            address: format!("{name}:7443"),
+            peer_address: format!("{name}:7444"),
+            role,
+            state: MemberState::Ready,
+            since: None,
+            domain: None,
+            matched: None,
+            lag,
+            last_contact_ms: contact,
+        };
+        let status = ClusterStatus {
+            name: "lab".to_owned(),
+            answered_by: "n1".to_owned(),
+            leader: Some("n1".to_owned()),
+            term: 4,
+            commit: 120,
+            applied: 119,
+            members: vec![
+                member("n1", MemberRole::Voter, Some(0), None),
+                member("n2", MemberRole::Learner, Some(3), Some(1500)),
+            ],
+        };
+        let text = cluster_status(&status);
+        assert!(
+            text.starts_with(
+                "cluster lab: leader n1, term 4, commit 120, applied 119 (answered by n1)\n\nNAME  "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("n1 *  n1:7443  voter    ready  0    -"),
+            "{text}"
+        );
+        assert!(
+            text.contains("n2    n2:7443  learner  ready  3    1s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_created_token_is_printed_with_its_join_command() {
+        let token = CreatedToken {
+            token: "abcdef.0123456789abcdef".to_owned(),
+            id: "abcdef".to_owned(),
+            ca_hash: "sha256:00".to_owned(),
+            expires_at: Timestamp::from_unix(1_800_000_000).expect("ts"),
+            uses: None,
+            join_command: "cairn node join --token abcdef.0123456789abcdef".to_owned(),
+        };
+        let text = created_token(&token);
+        assert!(
+            text.starts_with("TOKEN    abcdef.0123456789abcdef\n"),
+            "{text}"
+        );
+        assert!(text.contains("USES     unlimited\n"), "{text}");
+        assert!(
+            text.ends_with("\n  cairn node join --token abcdef.0123456789abcdef\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -6,22 +6,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse,
-    IssueCertificateRequest, IssuedCertificate, KernelLog, LogEntry, MachineConfigDocument,
-    NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
+    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog,
+    KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten,
+    LogEntry, LogQuery, MachineConfigDocument, MemberRemoved, NetworkState, NodeInfo,
+    PowerResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 use clap::CommandFactory;
+use cluster::join::token::JoinToken;
 use cluster::pki::{Fingerprint, SubjectName};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::args::{
     CertCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, InitArgs, IssueArgs,
-    LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs,
+    JoinArgs, KvCommand, LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs, TokenCommand,
 };
-use crate::client::{NodeClient, RequestError};
+use crate::client::{Call, NodeClient, RequestError};
 use crate::config::{self, CliConfig, Context, ContextName};
+use crate::duration::Span;
 use crate::endpoint::Endpoint;
 use crate::failure::{self, CommandError, Exit, Trust};
 use crate::ndjson::LineSplitter;
@@ -32,6 +36,12 @@ use crate::wait::{Next, Observation, RebootWait};
 
 /// How long each poll of `reboot --wait` may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `node join` waits for the new node's answer. The new node
+/// answers only once a member admitted it through a Raft configuration
+/// change; giving up early would report a join that then succeeds, and a
+/// retry would be refused as `already_member`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The global flags every command sees.
 struct Globals {
@@ -80,7 +90,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     };
     match cli.command {
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(&globals, args).await,
+        Command::Cluster(ClusterCommand::Status) => cluster_status(&globals).await,
+        Command::Cluster(ClusterCommand::Token(command)) => token(&globals, command).await,
         Command::Node(command) => node(&globals, command).await,
+        Command::Kv(command) => kv(&globals, command).await,
         Command::Cert(CertCommand::Issue(args)) => cert_issue(&globals, args).await,
         Command::Config(command) => config_command(&globals, command),
         Command::Version => version(&globals).await,
@@ -272,53 +285,309 @@ fn check_issued(issued: &IssuedCertificate, key_pem: &str) -> Result<(), Command
     Ok(())
 }
 
-async fn node(globals: &Globals, command: NodeCommand) -> Result<(), CommandError> {
+/// Connects to the member node the flags and config point at.
+fn connect(globals: &Globals) -> Result<(NodeClient, Trust), CommandError> {
     let config = globals.load()?;
-    let (client, trust) = member_client(globals, &config)?;
-    let fail = request_error(&trust);
+    member_client(globals, &config)
+}
+
+async fn node(globals: &Globals, command: NodeCommand) -> Result<(), CommandError> {
     let format = globals.format;
     match command {
+        // The new node is in maintenance mode: no context, no mTLS.
+        NodeCommand::Join(args) => node_join(globals, args).await,
         NodeCommand::Info => {
-            let info: NodeInfo = client.call("node_info", None::<&()>).await.map_err(fail)?;
+            let (client, trust) = connect(globals)?;
+            let info: NodeInfo = client
+                .call("node_info", None::<&()>)
+                .await
+                .map_err(request_error(&trust))?;
             print(format, &info, output::node_info)
         }
-        NodeCommand::Logs(args) => logs(&client, &trust, format, &args).await,
+        NodeCommand::Logs(args) => {
+            let (client, trust) = connect(globals)?;
+            logs(&client, &trust, format, &args).await
+        }
         NodeCommand::Dmesg => {
-            let log: KernelLog = client.call("node_dmesg", None::<&()>).await.map_err(fail)?;
+            let (client, trust) = connect(globals)?;
+            let log: KernelLog = client
+                .call("node_dmesg", None::<&()>)
+                .await
+                .map_err(request_error(&trust))?;
             print(format, &log, output::kernel_log)
         }
         NodeCommand::Network => {
+            let (client, trust) = connect(globals)?;
             let state: NetworkState = client
                 .call("node_network", None::<&()>)
                 .await
-                .map_err(fail)?;
+                .map_err(request_error(&trust))?;
             print(format, &state, output::network)
         }
         NodeCommand::Config(NodeConfigCommand::Get) => {
+            let (client, trust) = connect(globals)?;
             let doc: MachineConfigDocument = client
                 .call("node_config_get", None::<&()>)
                 .await
-                .map_err(fail)?;
+                .map_err(request_error(&trust))?;
             print(format, &doc, output::config_document)
         }
         NodeCommand::Config(NodeConfigCommand::Apply { dry_run, file }) => {
+            let (client, trust) = connect(globals)?;
             let toml = read_input(&file)?;
             let request = ApplyConfigRequest { toml, dry_run };
             let result: ApplyConfigResponse = client
                 .call("node_config_apply", Some(&request))
                 .await
-                .map_err(fail)?;
+                .map_err(request_error(&trust))?;
             print(format, &result, output::apply_result)
         }
-        NodeCommand::Reboot(args) => reboot(client, &trust, format, &args).await,
+        NodeCommand::Reboot(args) => {
+            let (client, trust) = connect(globals)?;
+            reboot(client, &trust, format, &args).await
+        }
         NodeCommand::Shutdown => {
+            let (client, trust) = connect(globals)?;
             let response: PowerResponse = client
                 .call("node_shutdown", None::<&()>)
                 .await
-                .map_err(fail)?;
+                .map_err(request_error(&trust))?;
             print(format, &response, output::power)
         }
+        NodeCommand::Remove { name } => {
+            let (client, trust) = connect(globals)?;
+            let removed: MemberRemoved = client
+                .call(Call::new("member_remove").path("name", name), None::<&()>)
+                .await
+                .map_err(request_error(&trust))?;
+            print(format, &removed, output::member_removed)
+        }
     }
+}
+
+/// `cairn node join`: tells a node in maintenance mode to join a cluster.
+/// The new node is reached as `cluster init` reaches one: pinned by its
+/// maintenance certificate's fingerprint, or trusted on first use with a
+/// warning. The new node does the rest (pins the CA hash, asks the member
+/// with the token, joins Raft).
+async fn node_join(globals: &Globals, args: JoinArgs) -> Result<(), CommandError> {
+    let endpoint = globals.endpoint.clone().ok_or_else(|| {
+        CommandError::Usage(
+            "node join needs the new node's address: pass --endpoint HOST:7443".to_owned(),
+        )
+    })?;
+    // Parsed here rather than by clap, whose error would echo the secret.
+    let token: JoinToken = args
+        .token
+        .parse()
+        .map_err(|e| CommandError::Usage(format!("--token: {e}")))?;
+    let (tls, seen) = crate::tls::pinned_config(args.fingerprint).map_err(CommandError::Tls)?;
+    let mut client =
+        NodeClient::new(endpoint.clone(), tls, Some(seen)).map_err(CommandError::Client)?;
+    client.set_request_timeout(JOIN_TIMEOUT);
+    let request = JoinRequest {
+        setup_token: args.setup_token,
+        cluster: args.cluster.to_string(),
+        token: token.to_string(),
+        ca_hash: args.ca_hash.to_string(),
+    };
+    let result: Result<JoinResponse, _> = client.call("cluster_join", Some(&request)).await;
+    if args.fingerprint.is_none()
+        && let Some(seen) = client.seen_fingerprint()
+    {
+        eprintln!(
+            "warning: the node at {endpoint} was not authenticated: its certificate fingerprint is {seen}; compare it with the one on the node's console and pass --fingerprint to pin it"
+        );
+    }
+    let response = result.map_err(request_error(&Trust::Pinned))?;
+    print(globals.format, &response, output::joined)
+}
+
+/// The leader to ask for the full status, when the node that answered is
+/// not the leader: only the leader knows each member's lag and last
+/// contact. `None` when the answer is already the leader's, no leader is
+/// known, or its address is unusable or the one already asked.
+fn leader_to_ask(status: &ClusterStatus, asked: &Endpoint) -> Option<Endpoint> {
+    let leader = status.leader.as_deref()?;
+    if leader == status.answered_by {
+        return None;
+    }
+    let member = status.members.iter().find(|m| m.name == leader)?;
+    let endpoint: Endpoint = member.address.parse().ok()?;
+    (endpoint != *asked).then_some(endpoint)
+}
+
+async fn cluster_status(globals: &Globals) -> Result<(), CommandError> {
+    let config = globals.load()?;
+    let target = config
+        .resolve(globals.context.as_ref(), globals.endpoint.as_ref())
+        .map_err(CommandError::Context)?;
+    let (name, context) = (target.name, target.context);
+    let (client, trust) = client_for(target)?;
+    let fetch = |client: NodeClient, trust: Trust| async move {
+        // Kept as the node sent it, so `-o json` passes on fields this
+        // client does not know yet.
+        let raw: serde_json::Value = client
+            .call("cluster_status", None::<&()>)
+            .await
+            .map_err(request_error(&trust))?;
+        let status = ClusterStatus::deserialize(&raw).map_err(|source| CommandError::Request {
+            trust: trust.clone(),
+            source: RequestError::Decode {
+                operation: "cluster_status",
+                source,
+            },
+        })?;
+        Ok::<_, CommandError>((raw, status))
+    };
+    let asked = client.endpoint().clone();
+    let (mut raw, mut status) = fetch(client, trust).await?;
+    if let Some(leader) = leader_to_ask(&status, &asked) {
+        let from_leader = async {
+            let (client, trust) = client_for(config::Target {
+                name,
+                context,
+                endpoint: leader.clone(),
+            })?;
+            fetch(client, trust).await
+        }
+        .await;
+        match from_leader {
+            Ok(answer) => (raw, status) = answer,
+            Err(error) => eprintln!(
+                "warning: cannot ask the leader at {leader}, so lag and last contact are unknown: {}",
+                failure::describe(&error).message
+            ),
+        }
+    }
+    print(globals.format, &raw, |_| output::cluster_status(&status))
+}
+
+async fn token(globals: &Globals, command: TokenCommand) -> Result<(), CommandError> {
+    let (client, trust) = connect(globals)?;
+    let fail = request_error(&trust);
+    let format = globals.format;
+    match command {
+        TokenCommand::Create(args) => {
+            let request = TokenCreateRequest {
+                ttl_s: args.ttl.map(Span::as_secs),
+                uses: args.uses,
+                description: args.description,
+            };
+            let created: CreatedToken = client
+                .call("token_create", Some(&request))
+                .await
+                .map_err(fail)?;
+            print(format, &created, output::created_token)
+        }
+        TokenCommand::List => {
+            let list: TokenList = client.call("token_list", None::<&()>).await.map_err(fail)?;
+            print(format, &list, output::token_list)
+        }
+        TokenCommand::Revoke { id } => {
+            let call = Call::new("token_revoke").path("id", id.as_str());
+            let info: TokenInfo = client.call(call, None::<&()>).await.map_err(fail)?;
+            print(format, &info, output::token_revoked)
+        }
+    }
+}
+
+async fn kv(globals: &Globals, command: KvCommand) -> Result<(), CommandError> {
+    let (client, trust) = connect(globals)?;
+    let fail = request_error(&trust);
+    let format = globals.format;
+    match command {
+        KvCommand::Get { key } => {
+            let call = Call::new("kv_get")
+                .query(&KvKeyQuery {
+                    key,
+                    if_revision: None,
+                })
+                .map_err(&fail)?;
+            let record: KvRecord = client.call(call, None::<&()>).await.map_err(&fail)?;
+            print(format, &record, |r| format!("{}\n", r.value))
+        }
+        KvCommand::Put {
+            key,
+            value,
+            if_revision,
+        } => {
+            let request = KvPutRequest {
+                key,
+                value,
+                if_revision,
+            };
+            let written: KvWritten = client.call("kv_put", Some(&request)).await.map_err(&fail)?;
+            print(format, &written, output::kv_put)
+        }
+        KvCommand::Del { key, if_revision } => {
+            let call = Call::new("kv_delete")
+                .query(&KvKeyQuery { key, if_revision })
+                .map_err(&fail)?;
+            let written: KvWritten = client.call(call, None::<&()>).await.map_err(&fail)?;
+            print(format, &written, output::kv_del)
+        }
+        KvCommand::List { prefix, limit } => {
+            let call = Call::new("kv_list")
+                .query(&KvListQuery {
+                    prefix: prefix.unwrap_or_default(),
+                    limit,
+                })
+                .map_err(&fail)?;
+            let list: KvList = client.call(call, None::<&()>).await.map_err(&fail)?;
+            print(format, &list, output::kv_list)
+        }
+        KvCommand::Watch { prefix, after } => {
+            let call = Call::new("kv_watch")
+                .query(&KvWatchQuery {
+                    prefix: prefix.unwrap_or_default(),
+                    after,
+                })
+                .map_err(&fail)?;
+            // A watch runs until the node ends it or the operator does.
+            let response = client.stream(call, None).await.map_err(&fail)?;
+            each_line(&client, response, &fail, |line| {
+                let event: KvEvent =
+                    serde_json::from_slice(line).map_err(|source| CommandError::BadLine {
+                        what: "watch event",
+                        source,
+                    })?;
+                match format {
+                    Format::Json => write_line(line),
+                    Format::Table => write_stdout(output::kv_event(&event).as_bytes()),
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Writes `line` and a newline to stdout: an NDJSON line passed on as the
+/// node sent it, so fields this client does not know yet reach the script
+/// too.
+fn write_line(line: &[u8]) -> Result<(), CommandError> {
+    let mut out = line.to_vec();
+    out.push(b'\n');
+    write_stdout(&out)
+}
+
+/// Hands each NDJSON line of `response` to `on_line` as it arrives.
+async fn each_line(
+    client: &NodeClient,
+    mut response: reqwest::Response,
+    fail: &impl Fn(RequestError) -> CommandError,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), CommandError>,
+) -> Result<(), CommandError> {
+    let mut splitter = LineSplitter::default();
+    while let Some(chunk) = client.next_chunk(&mut response).await.map_err(fail)? {
+        for line in splitter.push(&chunk) {
+            on_line(&line)?;
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        on_line(&line)?;
+    }
+    Ok(())
 }
 
 fn read_input(file: &str) -> Result<String, CommandError> {
@@ -341,39 +610,28 @@ async fn logs(
     format: Format,
     args: &LogsArgs,
 ) -> Result<(), CommandError> {
-    let mut query = format!("?boot={}&follow={}", args.boot, args.follow);
-    if let Some(tail) = args.tail {
-        query.push_str(&format!("&tail={tail}"));
-    }
     let fail = request_error(trust);
-    let timeout = (!args.follow).then_some(crate::client::REQUEST_TIMEOUT);
-    let mut response = client
-        .stream("node_logs", &query, timeout)
-        .await
+    let call = Call::new("node_logs")
+        .query(&LogQuery {
+            boot: args.boot,
+            follow: args.follow,
+            tail: args.tail,
+        })
         .map_err(&fail)?;
-    let mut splitter = LineSplitter::default();
-    let print_line = |line: &[u8]| -> Result<(), CommandError> {
-        let entry: LogEntry = serde_json::from_slice(line).map_err(CommandError::BadLogLine)?;
+    let timeout = (!args.follow).then_some(crate::client::REQUEST_TIMEOUT);
+    let response = client.stream(call, timeout).await.map_err(&fail)?;
+    each_line(client, response, &fail, |line| {
+        let entry: LogEntry =
+            serde_json::from_slice(line).map_err(|source| CommandError::BadLine {
+                what: "log line",
+                source,
+            })?;
         match format {
-            // The node's line as it is: fields this client does not know
-            // yet reach the script too.
-            Format::Json => {
-                let mut out = line.to_vec();
-                out.push(b'\n');
-                write_stdout(&out)
-            }
+            Format::Json => write_line(line),
             Format::Table => write_stdout(output::log_entry(&entry).as_bytes()),
         }
-    };
-    while let Some(chunk) = client.next_chunk(&mut response).await.map_err(&fail)? {
-        for line in splitter.push(&chunk) {
-            print_line(&line)?;
-        }
-    }
-    if let Some(line) = splitter.finish() {
-        print_line(&line)?;
-    }
-    Ok(())
+    })
+    .await
 }
 
 async fn reboot(
@@ -651,5 +909,82 @@ fn config_command(globals: &Globals, command: ConfigCommand) -> Result<(), Comma
                 |_| format!("removed context {name}\n"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::types::{MemberRole, MemberState, MemberStatus};
+
+    fn member(name: &str, address: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.to_owned(),
+            id: 1,
+            address: address.to_owned(),
+            peer_address: address.replace("7443", "7444"),
+            role: MemberRole::Voter,
+            state: MemberState::Ready,
+            since: None,
+            domain: None,
+            matched: None,
+            lag: None,
+            last_contact_ms: None,
+        }
+    }
+
+    fn status(answered_by: &str, leader: Option<&str>) -> ClusterStatus {
+        ClusterStatus {
+            name: "lab".to_owned(),
+            answered_by: answered_by.to_owned(),
+            leader: leader.map(str::to_owned),
+            term: 3,
+            commit: 10,
+            applied: 10,
+            members: vec![
+                member("n1", "10.0.0.1:7443"),
+                member("n2", "10.0.0.2:7443"),
+                member("n3", "not an endpoint"),
+            ],
+        }
+    }
+
+    fn ep(text: &str) -> Endpoint {
+        text.parse().expect("endpoint")
+    }
+
+    #[test]
+    fn a_follower_answer_sends_the_cli_to_the_leader_address() {
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n1")), &ep("10.0.0.2")),
+            Some(ep("10.0.0.1:7443"))
+        );
+    }
+
+    #[test]
+    fn the_leader_is_not_asked_when_it_answered_is_unknown_or_unusable() {
+        // The leader answered itself.
+        assert_eq!(
+            leader_to_ask(&status("n1", Some("n1")), &ep("10.0.0.1")),
+            None
+        );
+        // No leader (an election is running).
+        assert_eq!(leader_to_ask(&status("n2", None), &ep("10.0.0.2")), None);
+        // A leader that is not in the member list, or whose address is not
+        // an endpoint.
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n9")), &ep("10.0.0.2")),
+            None
+        );
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n3")), &ep("10.0.0.2")),
+            None
+        );
+        // The address is the one already asked (names differ in a stale
+        // answer, the endpoint does not).
+        assert_eq!(
+            leader_to_ask(&status("n2", Some("n1")), &ep("10.0.0.1")),
+            None
+        );
     }
 }

@@ -3,25 +3,33 @@
 //! cluster CA's node certificate with client certificates required. Only
 //! what the CLI's behaviour depends on is faked; the real server is
 //! tested in nodeagent.
+//!
+//! The cluster routes (kv, status, tokens, join, member removal) are faked
+//! with the API's own types and query extractor, so the tests see the same
+//! decoding of paths and query strings as `cairnd`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use api::types::{
-    BootInfo, BootstrapRequest, BootstrapResponse, ClusterInfo, IssuedCertificate, LogEntry,
-    LogLevel, LogSource, NodeInfo, VersionInfo,
+    BootInfo, BootstrapRequest, BootstrapResponse, ClusterInfo, ClusterStatus, CreatedToken,
+    IssuedCertificate, JoinRequest, JoinResponse, KvEvent, KvEventKind, KvKeyQuery, KvList,
+    KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry, LogLevel, LogSource,
+    MemberRemoved, MemberRole, MemberState, MemberStatus, NodeInfo, TokenCreateRequest, TokenInfo,
+    TokenList, TokenState, VersionInfo,
 };
 use api::{ApiError, ErrorCode, Timestamp};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path as UrlPath, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use cluster::pki::{CertificateAuthority, Fingerprint, NodeCertRequest, Role, SubjectName};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -47,6 +55,35 @@ struct NodeState {
     /// Node info calls since the last accepted reboot; the first one
     /// answers 503 as a node still coming up would.
     polls_since_reboot: Mutex<Option<u32>>,
+    /// TCP connections accepted, to prove a command never connected.
+    connections: AtomicUsize,
+    /// The key-value store.
+    kv: Mutex<FakeKv>,
+    /// The last kv write request, as the node decoded it.
+    last_put: Mutex<Option<KvPutRequest>>,
+    /// The last kv delete query, as the node decoded it.
+    last_delete: Mutex<Option<KvKeyQuery>>,
+    /// Released by the test to let a watch send the changes made since it
+    /// started.
+    release_watch: Notify,
+    /// The address `cluster status` gives for the leader (node-1); it
+    /// answers as the leader when asked on 127.0.0.1 and as a follower
+    /// (node-2) when asked as localhost.
+    leader_address: Mutex<String>,
+    /// The last token create request.
+    last_token_request: Mutex<Option<TokenCreateRequest>>,
+    /// The last join request.
+    last_join: Mutex<Option<JoinRequest>>,
+    /// Member names removed, as the node decoded them from the path.
+    removed: Mutex<Vec<String>>,
+}
+
+/// A key-value store with etcd-style revisions and a full history.
+#[derive(Default)]
+struct FakeKv {
+    revision: u64,
+    records: BTreeMap<String, KvRecord>,
+    history: Vec<KvEvent>,
 }
 
 /// Accepts TCP connections and completes the TLS handshake with the
@@ -66,6 +103,7 @@ impl axum::serve::Listener for TlsListener {
             let Ok((stream, addr)) = self.tcp.accept().await else {
                 continue;
             };
+            self.state.connections.fetch_add(1, Ordering::SeqCst);
             let acceptor = if self.state.bootstrapped.load(Ordering::SeqCst) {
                 &self.state.member
             } else {
@@ -330,6 +368,327 @@ async fn logs(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) ->
         .into_response()
 }
 
+async fn kv_get(
+    State(state): State<Arc<NodeState>>,
+    q: Result<Query<KvKeyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return refuse(ErrorCode::BadRequest, "invalid query");
+    };
+    let kv = state.kv.lock().expect("lock");
+    match kv.records.get(&q.key) {
+        Some(record) => json_response(StatusCode::OK, record),
+        None => refuse(
+            ErrorCode::KeyNotFound,
+            &format!("key {:?} does not exist", q.key),
+        ),
+    }
+}
+
+fn conflict(kv: &FakeKv, key: &str, wanted: Option<u64>) -> Option<Response> {
+    let current = kv.records.get(key).map_or(0, |r| r.revision);
+    match wanted {
+        Some(wanted) if wanted != current => Some(refuse(
+            ErrorCode::RevisionConflict,
+            &format!("key {key:?} is at revision {current}, not {wanted}"),
+        )),
+        Some(_) | None => None,
+    }
+}
+
+async fn kv_put(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<KvPutRequest>(&body) else {
+        return refuse(ErrorCode::BadRequest, "bad kv put request");
+    };
+    *state.last_put.lock().expect("lock") = Some(request.clone());
+    let mut kv = state.kv.lock().expect("lock");
+    if let Some(refused) = conflict(&kv, &request.key, request.if_revision) {
+        return refused;
+    }
+    kv.revision += 1;
+    let revision = kv.revision;
+    let (create_revision, version) = kv
+        .records
+        .get(&request.key)
+        .map_or((revision, 1), |r| (r.create_revision, r.version + 1));
+    kv.records.insert(
+        request.key.clone(),
+        KvRecord {
+            key: request.key.clone(),
+            value: request.value.clone(),
+            revision,
+            create_revision,
+            version,
+        },
+    );
+    kv.history.push(KvEvent {
+        revision,
+        key: request.key.clone(),
+        kind: KvEventKind::Put,
+        value: Some(request.value),
+    });
+    json_response(
+        StatusCode::OK,
+        &KvWritten {
+            key: request.key,
+            revision,
+            deleted: None,
+        },
+    )
+}
+
+async fn kv_delete(
+    State(state): State<Arc<NodeState>>,
+    q: Result<Query<KvKeyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return refuse(ErrorCode::BadRequest, "invalid query");
+    };
+    *state.last_delete.lock().expect("lock") = Some(q.clone());
+    let mut kv = state.kv.lock().expect("lock");
+    if let Some(refused) = conflict(&kv, &q.key, q.if_revision) {
+        return refused;
+    }
+    if kv.records.remove(&q.key).is_none() {
+        let revision = kv.revision;
+        return json_response(
+            StatusCode::OK,
+            &KvWritten {
+                key: q.key,
+                revision,
+                deleted: Some(false),
+            },
+        );
+    }
+    kv.revision += 1;
+    let revision = kv.revision;
+    kv.history.push(KvEvent {
+        revision,
+        key: q.key.clone(),
+        kind: KvEventKind::Delete,
+        value: None,
+    });
+    json_response(
+        StatusCode::OK,
+        &KvWritten {
+            key: q.key,
+            revision,
+            deleted: Some(true),
+        },
+    )
+}
+
+async fn kv_list(
+    State(state): State<Arc<NodeState>>,
+    q: Result<Query<KvListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return refuse(ErrorCode::BadRequest, "invalid query");
+    };
+    let kv = state.kv.lock().expect("lock");
+    let limit = usize::try_from(q.limit.unwrap_or(1000)).expect("limit");
+    let matching: Vec<KvRecord> = kv
+        .records
+        .values()
+        .filter(|r| r.key.starts_with(&q.prefix))
+        .cloned()
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &KvList {
+            revision: kv.revision,
+            more: matching.len() > limit,
+            records: matching.into_iter().take(limit).collect(),
+        },
+    )
+}
+
+fn event_lines(kv: &FakeKv, prefix: &str, after: u64) -> String {
+    kv.history
+        .iter()
+        .filter(|e| e.revision > after && e.key.starts_with(prefix))
+        .map(|e| format!("{}\n", serde_json::to_string(e).expect("serialise")))
+        .collect()
+}
+
+/// The changes after `after` at once, then (split mid-line) those made
+/// until the test releases the watch, then the end of the stream.
+async fn kv_watch(
+    State(state): State<Arc<NodeState>>,
+    q: Result<Query<KvWatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return refuse(ErrorCode::BadRequest, "invalid query");
+    };
+    let (first, seen) = {
+        let kv = state.kv.lock().expect("lock");
+        (
+            event_lines(&kv, &q.prefix, q.after.unwrap_or(kv.revision)),
+            kv.revision,
+        )
+    };
+    enum Step {
+        First(String),
+        Later,
+        Rest(String),
+        Done,
+    }
+    let stream = futures_util::stream::unfold(Step::First(first), move |step| {
+        let state = state.clone();
+        let prefix = q.prefix.clone();
+        async move {
+            let (chunk, next) = match step {
+                Step::First(lines) => (lines, Step::Later),
+                Step::Later => {
+                    state.release_watch.notified().await;
+                    let mut later = event_lines(&state.kv.lock().expect("lock"), &prefix, seen);
+                    let rest = later.split_off(later.len().min(7));
+                    (later, Step::Rest(rest))
+                }
+                Step::Rest(rest) => (rest, Step::Done),
+                Step::Done => return None,
+            };
+            Some((Ok::<_, std::convert::Infallible>(chunk), next))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, api::NDJSON)],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn member_status(name: &str, address: &str, role: MemberRole, leader_view: bool) -> MemberStatus {
+    MemberStatus {
+        name: name.to_owned(),
+        id: if name == "node-1" { 1 } else { 2 },
+        address: address.to_owned(),
+        peer_address: address.replace(":7443", ":7444"),
+        role,
+        state: MemberState::Ready,
+        since: None,
+        domain: None,
+        matched: leader_view.then_some(40),
+        lag: leader_view.then_some(if name == "node-1" { 0 } else { 2 }),
+        last_contact_ms: leader_view.then_some(120),
+    }
+}
+
+async fn cluster_status(State(state): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let as_leader = !host.starts_with("localhost");
+    let leader_address = state.leader_address.lock().expect("lock").clone();
+    json_response(
+        StatusCode::OK,
+        &ClusterStatus {
+            name: "cairn".to_owned(),
+            answered_by: if as_leader { "node-1" } else { "node-2" }.to_owned(),
+            leader: Some("node-1".to_owned()),
+            term: 5,
+            commit: 42,
+            applied: 42,
+            members: vec![
+                member_status("node-1", &leader_address, MemberRole::Voter, as_leader),
+                member_status("node-2", &host, MemberRole::Learner, as_leader),
+            ],
+        },
+    )
+}
+
+const JOIN_TOKEN: &str = "abc123.0123456789abcdef";
+
+fn expires_in(secs: u64) -> Timestamp {
+    Timestamp::from_system(SystemTime::now() + Duration::from_secs(secs))
+}
+
+async fn token_create(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<TokenCreateRequest>(&body) else {
+        return refuse(ErrorCode::BadRequest, "bad token request");
+    };
+    *state.last_token_request.lock().expect("lock") = Some(request.clone());
+    let ca_hash = state.ca.fingerprint().to_string();
+    json_response(
+        StatusCode::OK,
+        &CreatedToken {
+            token: JOIN_TOKEN.to_owned(),
+            id: "abc123".to_owned(),
+            join_command: format!(
+                "cairn node join --endpoint NEW_NODE:7443 --setup-token SETUP_TOKEN --cluster 127.0.0.1:7443 --token {JOIN_TOKEN} --ca-hash {ca_hash}"
+            ),
+            ca_hash,
+            expires_at: expires_in(request.ttl_s.unwrap_or(3600)),
+            uses: request.uses,
+        },
+    )
+}
+
+fn token_info(id: &str, state: TokenState) -> TokenInfo {
+    TokenInfo {
+        id: id.to_owned(),
+        description: Some("rack b".to_owned()),
+        state,
+        created_at: expires_in(0),
+        expires_at: expires_in(3600),
+        used: 1,
+        uses: Some(2),
+    }
+}
+
+async fn token_list() -> Response {
+    json_response(
+        StatusCode::OK,
+        &TokenList {
+            tokens: vec![token_info("abc123", TokenState::Valid)],
+        },
+    )
+}
+
+async fn token_revoke(UrlPath(id): UrlPath<String>) -> Response {
+    if id != "abc123" {
+        return refuse(ErrorCode::NotFound, &format!("no join token {id}"));
+    }
+    json_response(StatusCode::OK, &token_info(&id, TokenState::Revoked))
+}
+
+async fn member_remove(
+    State(state): State<Arc<NodeState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    if name == "ghost" {
+        return refuse(
+            ErrorCode::MemberNotFound,
+            &format!("no member is named {name}"),
+        );
+    }
+    state.removed.lock().expect("lock").push(name.clone());
+    json_response(StatusCode::OK, &MemberRemoved { name, id: 3 })
+}
+
+async fn join(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<JoinRequest>(&body) else {
+        return refuse(ErrorCode::BadRequest, "bad join request");
+    };
+    if request.setup_token != TOKEN {
+        return refuse(
+            ErrorCode::InvalidSetupToken,
+            "the setup token does not match",
+        );
+    }
+    *state.last_join.lock().expect("lock") = Some(request);
+    json_response(
+        StatusCode::OK,
+        &JoinResponse {
+            node_name: "node-1".to_owned(),
+            cluster_name: "lab".to_owned(),
+            member_id: 4,
+        },
+    )
+}
+
 struct FakeNode {
     addr: SocketAddr,
     state: Arc<NodeState>,
@@ -355,6 +714,15 @@ impl FakeNode {
             logs_query: Mutex::new(None),
             allow_reboot: AtomicBool::new(false),
             polls_since_reboot: Mutex::new(None),
+            connections: AtomicUsize::new(0),
+            kv: Mutex::new(FakeKv::default()),
+            last_put: Mutex::new(None),
+            last_delete: Mutex::new(None),
+            release_watch: Notify::new(),
+            leader_address: Mutex::new(String::new()),
+            last_token_request: Mutex::new(None),
+            last_join: Mutex::new(None),
+            removed: Mutex::new(Vec::new()),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let server_state = state.clone();
@@ -375,6 +743,14 @@ impl FakeNode {
                     .route("/v1/node/logs", get(logs))
                     .route("/v1/node/config", axum::routing::put(apply_config))
                     .route("/v1/certs", post(issue_cert))
+                    .route("/v1/kv", get(kv_list))
+                    .route("/v1/kv/entry", get(kv_get).put(kv_put).delete(kv_delete))
+                    .route("/v1/kv/watch", get(kv_watch))
+                    .route("/v1/cluster", get(cluster_status))
+                    .route("/v1/cluster/tokens", post(token_create).get(token_list))
+                    .route("/v1/cluster/tokens/{id}/revoke", post(token_revoke))
+                    .route("/v1/cluster/members/{name}", delete(member_remove))
+                    .route("/v1/cluster/join", post(join))
                     .with_state(server_state.clone());
                 let listener = TlsListener {
                     tcp,
@@ -778,4 +1154,438 @@ fn cluster_init_warns_at_once_when_the_node_certificate_does_not_name_the_endpoi
     );
     assert!(stderr.contains("does not name this host"), "{stderr}");
     assert!(ws.config_path().exists());
+}
+
+/// A workspace with a context for a bootstrapped fake node.
+fn member_workspace() -> (FakeNode, Workspace) {
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    let out = ws.init(&node);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    (node, ws)
+}
+
+fn success(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn kv_get_prints_the_value_alone() {
+    let (_node, ws) = member_workspace();
+    assert_eq!(
+        success(&ws.run(&["kv", "put", "greeting", "hello world"])),
+        "OK (revision 1)\n"
+    );
+    assert_eq!(
+        success(&ws.run(&["kv", "get", "greeting"])),
+        "hello world\n"
+    );
+    let record: KvRecord =
+        serde_json::from_str(&success(&ws.run(&["kv", "get", "greeting", "-o", "json"])))
+            .expect("a KvRecord");
+    assert_eq!((record.value.as_str(), record.revision), ("hello world", 1));
+}
+
+#[test]
+fn a_key_with_url_syntax_and_unicode_round_trips_exactly() {
+    let (node, ws) = member_workspace();
+    let key = "site/a b?c=1&d=%2F#frag+plus/ünï€😀";
+    success(&ws.run(&["kv", "put", key, "v1"]));
+    // The node decoded exactly the key that was typed, from the body and
+    // from the query string alike.
+    assert!(
+        node.state
+            .kv
+            .lock()
+            .expect("lock")
+            .records
+            .contains_key(key)
+    );
+    assert_eq!(success(&ws.run(&["kv", "get", key])), "v1\n");
+    let list: KvList = serde_json::from_str(&success(&ws.run(&[
+        "kv",
+        "list",
+        "site/a b?",
+        "-o",
+        "json",
+    ])))
+    .expect("a KvList");
+    assert_eq!(list.records.len(), 1);
+    assert_eq!(list.records[0].key, key);
+    let written: KvWritten =
+        serde_json::from_str(&success(&ws.run(&["kv", "del", key, "-o", "json"])))
+            .expect("KvWritten");
+    assert_eq!(written.deleted, Some(true));
+    assert_eq!(
+        node.state
+            .last_delete
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|q| q.key.as_str()),
+        Some(key)
+    );
+}
+
+#[test]
+fn if_revision_reaches_the_node_and_a_conflict_exits_7_naming_the_revision() {
+    let (node, ws) = member_workspace();
+    success(&ws.run(&["kv", "put", "k", "a"]));
+    success(&ws.run(&["kv", "put", "k", "b", "--if-revision", "1"]));
+    assert_eq!(
+        node.state
+            .last_put
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|p| p.if_revision),
+        Some(1)
+    );
+    // The key is at revision 2 now: a write expecting 1 is refused.
+    let out = ws.run(&["kv", "put", "k", "c", "--if-revision", "1"]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("cairn: key \"k\" is at revision 2, not 1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(success(&ws.run(&["kv", "get", "k"])), "b\n");
+
+    // The same for a delete, whose revision travels in the query.
+    let out = ws.run(&["kv", "del", "k", "--if-revision", "1"]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        node.state.last_delete.lock().expect("lock").clone(),
+        Some(KvKeyQuery {
+            key: "k".to_owned(),
+            if_revision: Some(1)
+        })
+    );
+    assert_eq!(
+        success(&ws.run(&["kv", "del", "k", "--if-revision", "2"])),
+        "deleted k (revision 3)\n"
+    );
+}
+
+#[test]
+fn a_missing_key_exits_7_and_names_the_key() {
+    let (_node, ws) = member_workspace();
+    let out = ws.run(&["kv", "get", "nope/missing"]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        "cairn: key \"nope/missing\" does not exist\n"
+    );
+}
+
+#[test]
+fn kv_list_shows_keys_in_order_and_honours_the_limit() {
+    let (_node, ws) = member_workspace();
+    for key in ["b/2", "a/1", "b/1"] {
+        success(&ws.run(&["kv", "put", key, &format!("value of {key}")]));
+    }
+    let table = success(&ws.run(&["kv", "list", "b/"]));
+    assert_eq!(
+        table,
+        "KEY  REVISION  VALUE\nb/1  3         value of b/1\nb/2  1         value of b/2\n"
+    );
+    let list: KvList = serde_json::from_str(&success(
+        &ws.run(&["kv", "list", "--limit", "2", "-o", "json"]),
+    ))
+    .expect("KvList");
+    let keys: Vec<&str> = list.records.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["a/1", "b/1"]);
+    assert!(list.more);
+    assert_eq!(list.revision, 3);
+}
+
+#[test]
+fn watch_prints_events_in_order_as_the_node_sends_them() {
+    use std::io::{BufRead, BufReader};
+    let (node, ws) = member_workspace();
+    success(&ws.run(&["kv", "put", "w/a", "1"]));
+    success(&ws.run(&["kv", "put", "other", "x"]));
+    success(&ws.run(&["kv", "put", "w/b", "2"]));
+    let mut child = ws
+        .command(&["kv", "watch", "w/", "--after", "0", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read_event = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read a line");
+        serde_json::from_str::<KvEvent>(&line).expect("an NDJSON KvEvent")
+    };
+    let first = read_event();
+    assert_eq!((first.revision, first.key.as_str()), (1, "w/a"));
+    let second = read_event();
+    assert_eq!((second.revision, second.key.as_str()), (3, "w/b"));
+    // A change made while the watch is open arrives after the others.
+    success(&ws.run(&["kv", "del", "w/a"]));
+    node.state.release_watch.notify_one();
+    let third = read_event();
+    assert_eq!(
+        (third.revision, third.key.as_str(), third.kind),
+        (4, "w/a", KvEventKind::Delete)
+    );
+    assert!(child.wait().expect("wait").success());
+
+    // The table form: one line per event.
+    let out = ws
+        .command(&["kv", "watch", "w/", "--after", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    node.state.release_watch.notify_one();
+    let out = out.wait_with_output().expect("wait");
+    assert_eq!(
+        success(&out),
+        "1  put     w/a  1\n3  put     w/b  2\n4  delete  w/a\n"
+    );
+}
+
+#[test]
+fn cluster_status_json_has_leader_term_and_members_with_role_and_state() {
+    let (node, ws) = member_workspace();
+    *node.state.leader_address.lock().expect("lock") = node.endpoint();
+    let status: serde_json::Value =
+        serde_json::from_str(&success(&ws.run(&["cluster", "status", "-o", "json"])))
+            .expect("json");
+    assert_eq!(status["leader"], "node-1");
+    assert_eq!(status["term"], 5);
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2);
+    for member in members {
+        for key in ["name", "address", "role", "state"] {
+            assert!(member.get(key).is_some(), "{key} missing: {member}");
+        }
+    }
+    assert_eq!(members[0]["role"], "voter");
+    assert_eq!(members[1]["role"], "learner");
+    assert_eq!(members[0]["state"], "ready");
+
+    let table = success(&ws.run(&["cluster", "status"]));
+    assert!(
+        table.starts_with(
+            "cluster cairn: leader node-1, term 5, commit 42, applied 42 (answered by node-1)\n"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("\nNAME      ADDRESS"), "{table}");
+}
+
+#[test]
+fn cluster_status_from_a_follower_is_asked_again_of_the_leader() {
+    let (node, ws) = member_workspace();
+    *node.state.leader_address.lock().expect("lock") = node.endpoint();
+    // Asked as localhost the node answers as the follower node-2, which
+    // knows no lag; the leader's address is 127.0.0.1.
+    let follower = format!("localhost:{}", node.addr.port());
+    let out = ws.run(&["cluster", "status", "-e", &follower, "-o", "json"]);
+    let status: ClusterStatus = serde_json::from_str(&success(&out)).expect("ClusterStatus");
+    assert_eq!(status.answered_by, "node-1");
+    assert_eq!(status.members[1].lag, Some(2));
+    assert_eq!(status.members[1].last_contact_ms, Some(120));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn cluster_status_falls_back_to_the_first_answer_when_the_leader_is_unreachable() {
+    let (node, ws) = member_workspace();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    *node.state.leader_address.lock().expect("lock") = dead.clone();
+    let follower = format!("localhost:{}", node.addr.port());
+    let out = ws.run(&["cluster", "status", "-e", &follower, "-o", "json"]);
+    let status: ClusterStatus = serde_json::from_str(&success(&out)).expect("ClusterStatus");
+    assert_eq!(status.answered_by, "node-2");
+    assert_eq!(status.members[1].lag, None);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: cannot ask the leader at {dead}, so lag and last contact are unknown: cannot reach {dead}: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn token_create_json_has_token_ca_hash_and_expiry_and_sends_ttl_and_uses() {
+    let (node, ws) = member_workspace();
+    let out = ws.run(&[
+        "cluster",
+        "token",
+        "create",
+        "--ttl",
+        "2h",
+        "--uses",
+        "3",
+        "--description",
+        "rack b",
+        "-o",
+        "json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&success(&out)).expect("json");
+    assert_eq!(created["token"], JOIN_TOKEN);
+    assert_eq!(created["ca_hash"], node.state.ca.fingerprint().to_string());
+    assert!(created["expires_at"].is_string(), "{created}");
+    assert_eq!(
+        node.state.last_token_request.lock().expect("lock").clone(),
+        Some(TokenCreateRequest {
+            ttl_s: Some(7200),
+            uses: Some(3),
+            description: Some("rack b".to_owned()),
+        })
+    );
+
+    let table = success(&ws.run(&["cluster", "token", "create"]));
+    assert!(
+        table.starts_with(&format!("TOKEN    {JOIN_TOKEN}\n")),
+        "{table}"
+    );
+    assert!(
+        table.contains("  cairn node join --endpoint NEW_NODE:7443 "),
+        "{table}"
+    );
+    assert_eq!(
+        node.state.last_token_request.lock().expect("lock").clone(),
+        Some(TokenCreateRequest::default())
+    );
+}
+
+#[test]
+fn tokens_are_listed_and_revoked_by_id() {
+    let (_node, ws) = member_workspace();
+    let table = success(&ws.run(&["cluster", "token", "list"]));
+    assert!(table.starts_with("ID      STATE  USED  EXPIRES"), "{table}");
+    assert!(table.contains("abc123  valid  1/2 "), "{table}");
+    assert_eq!(
+        success(&ws.run(&["cluster", "token", "revoke", "abc123"])),
+        "token abc123 is revoked (used 1 times)\n"
+    );
+    let info: TokenInfo = serde_json::from_str(&success(
+        &ws.run(&["cluster", "token", "revoke", "abc123", "-o", "json"]),
+    ))
+    .expect("TokenInfo");
+    assert_eq!(info.state, TokenState::Revoked);
+}
+
+#[test]
+fn node_join_sends_the_join_request_to_the_pinned_new_node() {
+    // A node in maintenance mode: no context is needed to join it.
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    let endpoint = node.endpoint();
+    let fingerprint = node.fingerprint();
+    let ca_hash = format!("sha256:{}", "ab".repeat(32));
+    let out = ws.run(&[
+        "node",
+        "join",
+        "--endpoint",
+        &endpoint,
+        "--fingerprint",
+        &fingerprint,
+        "--setup-token",
+        TOKEN,
+        "--cluster",
+        "10.0.0.5",
+        "--token",
+        JOIN_TOKEN,
+        "--ca-hash",
+        &ca_hash,
+    ]);
+    assert_eq!(
+        success(&out),
+        "node node-1 joined cluster lab as member 4 (a learner until it has caught up)\n"
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(
+        node.state.last_join.lock().expect("lock").clone(),
+        Some(JoinRequest {
+            setup_token: TOKEN.to_owned(),
+            cluster: "10.0.0.5:7443".to_owned(),
+            token: JOIN_TOKEN.to_owned(),
+            ca_hash,
+        })
+    );
+    assert!(!ws.config_path().exists());
+}
+
+#[test]
+fn node_join_refuses_a_malformed_ca_hash_or_token_before_connecting() {
+    let node = FakeNode::start();
+    let ws = Workspace::new();
+    let endpoint = node.endpoint();
+    let good_hash = format!("sha256:{}", "ab".repeat(32));
+    let join = |token: &str, hash: &str| {
+        ws.run(&[
+            "node",
+            "join",
+            "-e",
+            &endpoint,
+            "--setup-token",
+            TOKEN,
+            "--cluster",
+            "10.0.0.5",
+            "--token",
+            token,
+            "--ca-hash",
+            hash,
+        ])
+    };
+    for bad in [
+        "ab".repeat(32),
+        "sha256:abc".to_owned(),
+        format!("md5:{}", "ab".repeat(32)),
+    ] {
+        let out = join(JOIN_TOKEN, &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            text(&out.stderr).contains("--ca-hash"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let secret = "0123456789abcdeX";
+    let out = join(&format!("abc123.{secret}"), &good_hash);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("cairn: --token: join token secret has an invalid character"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "the secret is echoed: {stderr}");
+    assert_eq!(node.state.connections.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn node_remove_names_the_member_in_the_path_and_a_missing_one_exits_7() {
+    let (node, ws) = member_workspace();
+    let removed: MemberRemoved = serde_json::from_str(&success(
+        &ws.run(&["node", "remove", "node-3", "-o", "json"]),
+    ))
+    .expect("MemberRemoved");
+    assert_eq!(removed.name, "node-3");
+    assert_eq!(*node.state.removed.lock().expect("lock"), ["node-3"]);
+    assert_eq!(
+        success(&ws.run(&["node", "remove", "node-3"])),
+        "member node-3 (id 3) removed from the cluster\n"
+    );
+    let out = ws.run(&["node", "remove", "ghost"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        text(&out.stderr),
+        "cairn: no member is named ghost (`cairn cluster status` lists the members)\n"
+    );
 }

@@ -103,6 +103,10 @@ enum Request {
     Members {
         reply: oneshot::Sender<Vec<Member>>,
     },
+    ReadLocal {
+        query: Query,
+        reply: oneshot::Sender<ReadResult>,
+    },
     History {
         prefix: String,
         after: u64,
@@ -153,13 +157,15 @@ pub enum StartError {
 /// How a member starts.
 #[derive(Clone, Debug)]
 pub enum Start {
-    /// Create a new cluster whose only voter is this member.
+    /// Create a new cluster whose only voter is this member; when the log
+    /// already holds one (a restart), open it instead.
     Bootstrap(Member),
     /// Restart from the log on disk.
     Open,
     /// Join with an empty log: the cluster's members (as the join answer
     /// listed them) are reachable at once, and the leader catches this
-    /// member up with a snapshot.
+    /// member up with a snapshot. After a restart the log is opened and
+    /// the directory it holds takes over from this list.
     Join(Vec<Member>),
 }
 
@@ -178,6 +184,7 @@ impl std::fmt::Debug for Request {
             Self::Read { .. } => "Read",
             Self::Membership { .. } => "Membership",
             Self::Members { .. } => "Members",
+            Self::ReadLocal { .. } => "ReadLocal",
             Self::History { .. } => "History",
             Self::TransferLeader { .. } => "TransferLeader",
         })
@@ -200,6 +207,10 @@ pub fn start(
     let log = logger();
     let mut initial_peers = Vec::new();
     let replica = match how {
+        // The same start after a restart finds the log it made.
+        Start::Bootstrap(_) if !store.is_empty() => {
+            Replica::open(config, store, &log).map_err(StartError::Replica)?
+        }
         Start::Bootstrap(member) => {
             let mut replica =
                 Replica::bootstrap(config, store, member, &log).map_err(StartError::Replica)?;
@@ -271,8 +282,10 @@ impl NodeHandle {
         self.call(|reply| Request::Read { query, reply }).await
     }
 
-    /// Changes the Raft configuration (leader only), recording `upsert`
-    /// and forgetting `remove` in the member directory in the same entry.
+    /// Changes the Raft configuration, recording `upsert` and forgetting
+    /// `remove` in the member directory in the same entry. A follower
+    /// forwards the change to the leader; a leader that is busy with
+    /// another change drops it, and the call then times out.
     pub async fn change_membership(
         &self,
         steps: Vec<MembershipStep>,
@@ -286,6 +299,17 @@ impl NodeHandle {
             reply,
         })
         .await
+    }
+
+    /// A read of this member's applied state, without asking the leader:
+    /// it may be stale, and it works without quorum (for status output).
+    pub async fn read_local(&self, query: Query) -> Result<ReadResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::ReadLocal { query, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)
     }
 
     /// The member directory as this member has applied it (not a
@@ -447,6 +471,9 @@ impl Shell {
                     }
                     Err(error) => drop(reply.send(Err(refused(error)))),
                 }
+            }
+            Request::ReadLocal { query, reply } => {
+                drop(reply.send(answer(self.replica.state(), &query)));
             }
             Request::Read { query, reply } => {
                 let id = self.next_id();

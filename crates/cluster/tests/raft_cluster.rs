@@ -70,6 +70,7 @@ async fn launch(
         name,
         peer_addr: addr,
         api_addr: addr,
+        domain: None,
     };
     let handle = node::start(
         ReplicaConfig::new(id),
@@ -134,6 +135,7 @@ async fn bootstrap(ca: &CertificateAuthority, dir: &std::path::Path) -> Running 
             name: "node-1".into(),
             peer_addr: addr,
             api_addr: addr,
+            domain: None,
         })
     })
     .await;

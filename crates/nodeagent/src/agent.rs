@@ -29,6 +29,7 @@ use crate::config::{ActiveConfig, ConfigOrigin, ConfigPaths, ConfigReport, parse
 use crate::error_chain;
 use crate::health::{self, HealthState, Liveness};
 use crate::journal::{self, Journal};
+use crate::member::MemberOptions;
 use crate::net::netlink::NetlinkError;
 use crate::net::{NetworkHandle, NetworkOptions, NetworkStatus};
 
@@ -41,12 +42,17 @@ pub const ENV_API_ADDR: &str = "CAIRN_API_ADDR";
 pub const ENV_STATE_DIR: &str = "CAIRN_STATE_DIR";
 /// Overrides cairn-init's D-Bus socket (default `/run/cairn/init.sock`).
 pub const ENV_INIT_SOCKET: &str = "CAIRN_INIT_SOCKET";
+/// Overrides the Raft peer port's address (default `0.0.0.0:7444`).
+pub const ENV_PEER_ADDR: &str = "CAIRN_PEER_ADDR";
 
 /// The state directory on STATE.
 pub const STATE_DIR: &str = "/var/lib/cairn";
 
 /// How long the network may take to release leases at shutdown.
 const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long the Raft member may take to hand leadership over and close
+/// its peer port at shutdown (cairn-init waits 10 s before SIGKILL).
+const MEMBER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long in-flight health requests may take at shutdown.
 const SERVER_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an `http://` config fetch waits for the network first.
@@ -85,6 +91,7 @@ impl ApiOptions {
             proc_root: PathBuf::from("/proc"),
             network_wait: API_NETWORK_WAIT,
             renew_check: RENEW_CHECK_INTERVAL,
+            member: MemberOptions::under(state_dir),
         }
     }
 }
@@ -136,6 +143,9 @@ impl AgentOptions {
         }
         if let Some(socket) = std::env::var_os(ENV_INIT_SOCKET) {
             options.api.init_socket = PathBuf::from(socket);
+        }
+        if let Some(a) = addr(ENV_PEER_ADDR)? {
+            options.api.member.peer_addr = a;
         }
         Ok(options)
     }
@@ -334,6 +344,17 @@ async fn run_api(
     };
     tracing::info!(%addr, "api listening");
     state.announce();
+    // The API serves while the member starts: node info and logs help
+    // most when the member cannot.
+    let resume = {
+        let state = Arc::clone(&state);
+        async move {
+            if let Err(e) = state.resume_member().await {
+                tracing::error!("the raft member did not start: {}", error_chain(&e));
+            }
+            std::future::pending::<()>().await;
+        }
+    };
     let renewals = {
         let state = Arc::clone(&state);
         async move {
@@ -362,9 +383,16 @@ async fn run_api(
         }
     };
     tokio::select! {
-        () = apiserver::serve(listener, state, &mut stop) => {}
+        () = apiserver::serve(listener, Arc::clone(&state), &mut stop) => {}
         () = renewals => {}
         () = reannounce => {}
+        () = resume => {}
+    }
+    if tokio::time::timeout(MEMBER_STOP_TIMEOUT, state.stop_member())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the raft member did not stop in time");
     }
 }
 
@@ -532,7 +560,7 @@ pub async fn run_until(
     {
         server.abort();
     }
-    if tokio::time::timeout(SERVER_SHUTDOWN_TIMEOUT, api)
+    if tokio::time::timeout(SERVER_SHUTDOWN_TIMEOUT + MEMBER_STOP_TIMEOUT, api)
         .await
         .is_err()
     {

@@ -37,8 +37,10 @@
 pub mod agent;
 pub mod apiserver;
 pub mod config;
+mod files;
 pub mod health;
 pub mod journal;
+pub mod member;
 pub mod net;
 
 use std::io::IsTerminal;

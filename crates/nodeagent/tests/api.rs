@@ -22,24 +22,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use api::ErrorCode;
 use api::types::{
     ApplyConfigResponse, BootstrapResponse, IssuedCertificate, KernelLog, LogEntry, LogLevel,
     LogSource, MachineConfigDocument, NodeInfo,
 };
-use api::{ApiError, ErrorCode};
-use cluster::pki::{self, IssuedCert, SubjectName};
+use cluster::pki::{self, SubjectName};
 use http_body_util::BodyExt;
 use nodeagent::agent::AgentOptions;
 use nodeagent::apiserver::ApiOptions;
 use nodeagent::config::ConfigPaths;
 use nodeagent::journal::Journal;
 use nodeagent::net::NetworkOptions;
-use rustls::ClientConfig;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 
 mod common;
+use common::api_client::{Client, csr, error_of, wait_for_api, with_key};
 use common::{in_fresh_netns, runtime};
 
 const API: &str = "127.0.0.1:7443";
@@ -125,161 +125,42 @@ async fn serve_fake_init(socket: PathBuf, init: FakeInit) {
 }
 
 /// A TLS client identity for the tests.
-#[derive(Clone)]
-struct Client {
-    config: Arc<ClientConfig>,
+/// One operation of the committed document, with a path a client can
+/// call (placeholders filled, streams given a query they end on).
+struct Documented {
+    method: String,
+    path: String,
+    /// `certificate`, `setup_token` or `join_token`.
+    access: String,
+    /// For certificate routes.
+    role: Option<api::Role>,
 }
 
-fn builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-}
-
-fn own(cert: &IssuedCert) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-    (chain, key)
-}
-
-impl Client {
-    /// Trusts whatever certificate a maintenance-mode node presents
-    /// (pinning is the CLI's business and is tested there).
-    fn maintenance() -> Self {
-        let (config, _seen) = pki::tls::pinned_config(None).unwrap();
-        Self {
-            config: Arc::new(config),
-        }
-    }
-
-    fn member(ca_pem: &str, identity: Option<&IssuedCert>) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let builder = builder().with_root_certificates(roots);
-        let config = match identity {
-            Some(cert) => {
-                let (chain, key) = own(cert);
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-            None => builder.with_no_client_auth(),
-        };
-        Self {
-            config: Arc::new(config),
-        }
-    }
-
-    /// Sends one request on a fresh connection and returns the response.
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> hyper::Response<hyper::body::Incoming> {
-        let tcp = tokio::net::TcpStream::connect(API).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap())
-            .unwrap_or_default();
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
-            .unwrap();
-        sender.send_request(request).await.unwrap()
-    }
-
-    /// One request: status and body.
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-        let response = self.send(method, path, body).await;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    /// Opens a streaming GET and returns the body to read frames from.
-    async fn stream(&self, path: &str) -> hyper::body::Incoming {
-        let response = self.send("GET", path, None).await;
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], api::NDJSON);
-        response.into_body()
-    }
-
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> T {
-        let (status, text) = self.call(method, path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {text}"
-        );
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
-    }
-}
-
-fn error_of(status: u16, text: &str) -> ApiError {
-    let error: ApiError =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("not an ApiError ({e}): {text}"));
-    assert_eq!(error.code.status(), status, "{text}");
-    error
-}
-
-async fn wait_for_api(client: &Client) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(API).await.is_ok() {
-            let _ = client;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the API did not start listening on {API}");
-}
-
-/// A client key pair and CSR for `name`.
-fn csr(name: &str) -> pki::CsrWithKey {
-    pki::client_csr(&SubjectName::try_from(name).unwrap()).unwrap()
-}
-
-fn with_key(issued: &IssuedCertificate, key: &pki::CsrWithKey) -> IssuedCert {
-    IssuedCert {
-        cert_pem: issued.cert_pem.clone(),
-        key_pem: key.key_pem.clone(),
-    }
-}
-
-/// Every (method, path, role, maintenance) in the committed document.
-fn documented_operations() -> Vec<(String, String, String, bool)> {
+/// Every operation in the committed document.
+fn documented_operations() -> Vec<Documented> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.json");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            out.push((
-                method.to_uppercase(),
-                path.clone(),
-                op["x-cairn-role"].as_str().unwrap().to_owned(),
-                op["x-cairn-maintenance"].as_bool().unwrap(),
-            ));
+            let mut callable = path.replace("{id}", "abc123").replace("{name}", "nobody");
+            if op["responses"]["200"]["content"].get(api::NDJSON).is_some() {
+                // A stream that a bad query ends at once.
+                callable.push_str("?follow=maybe&after=never");
+            }
+            out.push(Documented {
+                method: method.to_uppercase(),
+                path: callable,
+                access: op["x-cairn-access"].as_str().unwrap().to_owned(),
+                role: op["x-cairn-role"].as_str().map(|r| r.parse().unwrap()),
+            });
         }
     }
-    assert!(out.len() >= 12, "the document lists every route");
+    assert_eq!(
+        out.len(),
+        api::ROUTES.len(),
+        "the document lists every route"
+    );
     out
 }
 
@@ -327,14 +208,14 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
             ));
 
             // Maintenance mode: only bootstrap and join, with the token.
-            let anyone = Client::maintenance();
+            let anyone = Client::maintenance(API);
             wait_for_api(&anyone).await;
-            for (method, path, _, maintenance) in documented_operations() {
-                if maintenance {
+            for op in documented_operations() {
+                if op.access == "setup_token" {
                     continue;
                 }
-                let (status, text) = anyone.call(&method, &path, None).await;
-                assert_eq!(error_of(status, &text).code, ErrorCode::MaintenanceMode, "{path}");
+                let (status, text) = anyone.call(&op.method, &op.path, None).await;
+                assert_eq!(error_of(status, &text).code, ErrorCode::MaintenanceMode, "{}", op.path);
             }
             let admin_key = csr("alice");
             let bootstrap = |token: &str| {
@@ -349,6 +230,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 .call("POST", "/v1/cluster/bootstrap", Some(&bootstrap("wrong-token-0123456789")))
                 .await;
             assert_eq!(error_of(status, &text).code, ErrorCode::InvalidSetupToken);
+            // A malformed join is refused before the node talks to anyone.
             let join = serde_json::json!({
                 "setup_token": SETUP_TOKEN,
                 "cluster": "10.0.0.1:7443",
@@ -356,7 +238,9 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 "ca_hash": "sha256:00",
             });
             let (status, text) = anyone.call("POST", "/v1/cluster/join", Some(&join)).await;
-            assert_eq!(error_of(status, &text).code, ErrorCode::JoinUnavailable);
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.starts_with("token:"), "{}", error.message);
             let (status, text) = anyone
                 .call("POST", "/v1/cluster/bootstrap", Some(&serde_json::json!({"setup_token": 1})))
                 .await;
@@ -370,7 +254,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
             assert_eq!(boot.cluster_name, "lab");
             assert_eq!(boot.admin.role, api::Role::Admin);
             let ca_pem = boot.admin.ca_pem.clone();
-            let admin = Client::member(&ca_pem, Some(&with_key(&boot.admin, &admin_key)));
+            let admin = Client::member(API, &ca_pem, Some(&with_key(&boot.admin, &admin_key)));
 
             // Credentials for the walk.
             let mut role_clients = Vec::new();
@@ -389,7 +273,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                     )
                     .await;
                 assert_eq!(issued.ca_fingerprint, boot.admin.ca_fingerprint);
-                role_clients.push((role, Client::member(&ca_pem, Some(&with_key(&issued, &key)))));
+                role_clients.push((role, Client::member(API, &ca_pem, Some(&with_key(&issued, &key)))));
             }
             let ca = pki::store::PkiStore::new(state.join("pki")).load_ca().unwrap();
             let long_ago = SystemTime::now() - Duration::from_secs(400 * 24 * 3600);
@@ -425,19 +309,26 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 )
                 .unwrap();
             let refused = [
-                ("no certificate", Client::member(&ca_pem, None), ErrorCode::ClientCertificateRequired),
-                ("another CA", Client::member(&ca_pem, Some(&foreign)), ErrorCode::InvalidClientCertificate),
-                ("expired", Client::member(&ca_pem, Some(&expired)), ErrorCode::InvalidClientCertificate),
-                ("node certificate", Client::member(&ca_pem, Some(&node_cert)), ErrorCode::RoleTooLow),
+                ("no certificate", Client::member(API, &ca_pem, None), ErrorCode::ClientCertificateRequired),
+                ("another CA", Client::member(API, &ca_pem, Some(&foreign)), ErrorCode::InvalidClientCertificate),
+                ("expired", Client::member(API, &ca_pem, Some(&expired)), ErrorCode::InvalidClientCertificate),
+                ("node certificate", Client::member(API, &ca_pem, Some(&node_cert)), ErrorCode::RoleTooLow),
             ];
 
-            for (method, path, role, _) in documented_operations() {
+            for Documented { method, path, access, role } in documented_operations() {
                 let body = Some(serde_json::json!({}));
+                if access == "join_token" {
+                    // Open to nodes without a certificate; the token in the
+                    // body is the credential.
+                    let (status, text) = refused[0].1.call(&method, &path, body.as_ref()).await;
+                    assert_eq!(error_of(status, &text).code, ErrorCode::BadRequest, "{path}: {text}");
+                    continue;
+                }
                 for (what, client, code) in &refused {
                     let (status, text) = client.call(&method, &path, body.as_ref()).await;
                     assert_eq!(error_of(status, &text).code, *code, "{what} on {method} {path}");
                 }
-                let needed: api::Role = role.parse().unwrap();
+                let needed = role.unwrap_or(api::Role::Admin);
                 for (have, client) in &role_clients {
                     let (status, text) = client.call(&method, &path, body.as_ref()).await;
                     if have.allows(needed) {
@@ -619,7 +510,7 @@ fn node_info_does_not_wait_for_a_stuck_init() {
                     let _ = stopped.await;
                 },
             ));
-            let anyone = Client::maintenance();
+            let anyone = Client::maintenance(API);
             wait_for_api(&anyone).await;
             let key = csr("alice");
             let boot: BootstrapResponse = anyone
@@ -633,7 +524,7 @@ fn node_info_does_not_wait_for_a_stuck_init() {
                     })),
                 )
                 .await;
-            let admin = Client::member(&boot.admin.ca_pem, Some(&with_key(&boot.admin, &key)));
+            let admin = Client::member(API, &boot.admin.ca_pem, Some(&with_key(&boot.admin, &key)));
             let asked = std::time::Instant::now();
             let info: NodeInfo = admin.json("GET", "/v1/node", None).await;
             assert!(

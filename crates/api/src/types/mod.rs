@@ -16,8 +16,8 @@ mod kv;
 
 pub use cluster::{
     ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest, MemberRecord,
-    MemberRemoved, MemberRole, MemberState, MemberStatus, TokenCreateRequest, TokenInfo,
-    TokenList, TokenState,
+    MemberRemoved, MemberRole, MemberState, MemberStatus, TokenCreateRequest, TokenInfo, TokenList,
+    TokenState,
 };
 pub use kv::{
     KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,

@@ -29,6 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::store::{Key, Namespace};
+
 /// Characters of the token id.
 pub const ID_LEN: usize = 6;
 /// Characters of the token secret.
@@ -43,8 +45,6 @@ pub const MIN_TTL: Duration = Duration::from_secs(60);
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Longest description kept in a record, in bytes.
 pub const MAX_DESCRIPTION_LEN: usize = 256;
-/// Prefix of token records' keys in the replicated store.
-pub const STORE_PREFIX: &str = "tokens/";
 
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -53,8 +53,11 @@ fn is_token_char(c: char) -> bool {
 }
 
 /// The store key of a token's record: `tokens/<id>`.
-pub fn store_key(id: &TokenId) -> String {
-    format!("{STORE_PREFIX}{id}")
+pub fn store_key(id: &TokenId) -> Key {
+    // A token id is six characters of [a-z0-9]: always a valid key.
+    Namespace::Tokens
+        .key(id.as_str())
+        .unwrap_or_else(|_| unreachable!("token ids are valid keys"))
 }
 
 /// The public half of a token: six characters of `[a-z0-9]`.
@@ -669,7 +672,7 @@ mod tests {
         );
         let bad = postcard::to_stdvec("ABC123").expect("encode");
         assert!(postcard::from_bytes::<TokenId>(&bad).is_err());
-        assert_eq!(store_key(token().id()), "tokens/abc123");
+        assert_eq!(store_key(token().id()).as_str(), "tokens/abc123");
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! middle who replays the node's certificate without its key fails.
 //! Without a pin any certificate is accepted, but its fingerprint is
 //! recorded so that the caller can say what it trusted.
+//!
+//! A joining node knows the cluster only by its CA's fingerprint (from the
+//! join command). [`ca_pinned_config`] looks for a certificate with that
+//! fingerprint among the ones the member sent after its own (members send
+//! the CA with their chain) and then verifies the member's certificate
+//! against it like any CA-rooted server: chain, validity, and the name or
+//! address the node was reached by.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -222,6 +229,119 @@ pub fn pinned_config(
     Ok((config, seen))
 }
 
+/// The member's chain does not contain the pinned CA.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the cluster's CA is not the pinned {pinned} (the member sent {})", list(.sent))]
+pub struct CaMismatch {
+    /// What the joining node pinned.
+    pub pinned: Fingerprint,
+    /// The fingerprints of the certificates the member sent after its own.
+    pub sent: Vec<Fingerprint>,
+}
+
+fn list(fingerprints: &[Fingerprint]) -> String {
+    if fingerprints.is_empty() {
+        return "no CA certificate".to_owned();
+    }
+    fingerprints
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug)]
+struct CaPinnedVerifier {
+    pinned: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for CaPinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates
+            .iter()
+            .find(|c| Fingerprint::of_der(c) == self.pinned)
+        else {
+            let mismatch = CaMismatch {
+                pinned: self.pinned,
+                sent: intermediates
+                    .iter()
+                    .map(|c| Fingerprint::of_der(c))
+                    .collect(),
+            };
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(mismatch)),
+            )));
+        };
+        let roots = roots(ca).map_err(|e| match e {
+            TlsConfigError::TrustAnchor(inner) => inner,
+            other => rustls::Error::General(other.to_string()),
+        })?;
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS 1.3 configuration for a node that is joining: the server must be
+/// a member whose certificate chains to the CA with fingerprint `ca`, sent
+/// along in its chain. No client certificate is presented (the join token
+/// in the request is the credential).
+pub fn ca_pinned_config(ca: Fingerprint) -> Result<ClientConfig, rustls::Error> {
+    let provider = provider();
+    let verifier = CaPinnedVerifier {
+        pinned: ca,
+        provider: provider.clone(),
+    };
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +400,95 @@ mod tests {
         // with a node could be verified.
         assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP256_SHA256));
         assert!(!schemes.contains(&SignatureScheme::RSA_PKCS1_SHA1));
+    }
+
+    mod ca_pinning {
+        use super::*;
+        use crate::pki::{CertificateAuthority, NodeCertRequest, SubjectName};
+        use std::net::{IpAddr, Ipv4Addr};
+        use std::time::SystemTime;
+
+        fn ca(name: &str) -> CertificateAuthority {
+            CertificateAuthority::create(
+                &SubjectName::try_from(name).expect("name"),
+                SystemTime::now(),
+            )
+            .expect("ca")
+        }
+
+        fn leaf(ca: &CertificateAuthority) -> CertificateDer<'static> {
+            let request = NodeCertRequest {
+                name: SubjectName::try_from("n1").expect("name"),
+                dns_names: vec!["n1".into()],
+                ip_addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))],
+            };
+            let issued = ca.issue_node(&request, SystemTime::now()).expect("node");
+            CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("pem")
+        }
+
+        fn verify(
+            pinned: &CertificateAuthority,
+            leaf: &CertificateDer<'_>,
+            sent: &[CertificateDer<'_>],
+            name: &str,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let verifier = CaPinnedVerifier {
+                pinned: pinned.fingerprint(),
+                provider: provider(),
+            };
+            verifier.verify_server_cert(
+                leaf,
+                sent,
+                &ServerName::try_from(name.to_owned()).expect("server name"),
+                &[],
+                UnixTime::now(),
+            )
+        }
+
+        #[test]
+        fn a_member_of_the_pinned_cluster_is_trusted_by_the_address_it_was_reached_on() {
+            let cluster = ca("lab");
+            let leaf = leaf(&cluster);
+            assert!(verify(&cluster, &leaf, &[cluster.cert_der().clone()], "10.0.0.5").is_ok());
+            assert!(verify(&cluster, &leaf, &[cluster.cert_der().clone()], "10.0.0.6").is_err());
+        }
+
+        #[test]
+        fn a_member_of_another_cluster_is_refused_naming_both_fingerprints() {
+            let pinned = ca("lab");
+            let other = ca("other");
+            let err = verify(
+                &pinned,
+                &leaf(&other),
+                &[other.cert_der().clone()],
+                "10.0.0.5",
+            )
+            .expect_err("another cluster");
+            let rustls::Error::InvalidCertificate(CertificateError::Other(other_error)) = &err
+            else {
+                panic!("unexpected {err:?}");
+            };
+            let mismatch = other_error
+                .0
+                .downcast_ref::<CaMismatch>()
+                .expect("a CaMismatch");
+            assert_eq!(mismatch.pinned, pinned.fingerprint());
+            assert_eq!(mismatch.sent, [other.fingerprint()]);
+        }
+
+        #[test]
+        fn sending_the_pinned_ca_does_not_vouch_for_a_leaf_it_did_not_sign() {
+            let pinned = ca("lab");
+            let other = ca("other");
+            assert!(
+                verify(
+                    &pinned,
+                    &leaf(&other),
+                    &[pinned.cert_der().clone()],
+                    "10.0.0.5"
+                )
+                .is_err()
+            );
+        }
     }
 }

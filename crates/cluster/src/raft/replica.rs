@@ -33,11 +33,13 @@
 use std::collections::BTreeMap;
 
 use protobuf::Message as _;
+/// A replica's Raft role, as [`ReplicaStatus::role`] reports it.
+pub use raft::StateRole;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     HardState, Message, Snapshot,
 };
-use raft::{ProgressState, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use raft::{ProgressState, RawNode, ReadOnlyOption, SnapshotStatus};
 use serde::{Deserialize, Serialize};
 
 use super::storage::{LogStore, LogWrite, StorageError};
@@ -457,18 +459,19 @@ impl Replica {
             .map_err(|_| ProposeError::Dropped)
     }
 
-    /// Proposes a membership change. Only the leader takes these, one at a
-    /// time; raft-rs would otherwise silently turn a second one into a
-    /// no-op.
+    /// Proposes a membership change, one at a time: a leader with a change
+    /// in progress refuses the next (raft-rs would otherwise silently turn
+    /// it into a no-op). A follower forwards it to the leader, which drops
+    /// it in that case; the caller's deadline then says so.
     pub fn propose_membership(&mut self, change: MembershipChange) -> Result<(), ProposeError> {
-        if self.node.raft.state != StateRole::Leader {
-            return Err(if self.node.raft.leader_id == raft::INVALID_ID {
-                ProposeError::NoLeader
-            } else {
-                ProposeError::Dropped
-            });
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            return Err(ProposeError::NoLeader);
         }
-        if self.node.raft.has_pending_conf() || self.conf_state.auto_leave {
+        // Only the leader knows whether a change is pending; a follower
+        // forwards the proposal and the leader drops it if one is.
+        if self.node.raft.state == StateRole::Leader
+            && (self.node.raft.has_pending_conf() || self.conf_state.auto_leave)
+        {
             return Err(ProposeError::ChangeInProgress);
         }
         self.node

@@ -9,8 +9,64 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest key, in bytes.
+/// Longest key a caller may name, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Room for a namespace prefix on top of [`MAX_KEY_BYTES`].
+const NAMESPACE_ROOM: usize = 32;
+
+/// The parts of the one store. Each keeps its records under its own
+/// prefix, so an operator's `kv` keys can never touch join tokens or node
+/// conditions, and a list of one namespace never shows another's keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    /// Operators' keys (`cairn kv`).
+    Kv,
+    /// Join token records.
+    Tokens,
+    /// Node conditions recorded by the leader.
+    Nodes,
+}
+
+impl Namespace {
+    /// The prefix of its keys in the store.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Namespace::Kv => "kv/",
+            Namespace::Tokens => "tokens/",
+            Namespace::Nodes => "nodes/",
+        }
+    }
+
+    /// The store key for `key` in this namespace; `key` is held to the
+    /// limits callers see ([`MAX_KEY_BYTES`]).
+    pub fn key(self, key: &str) -> Result<Key, KeyError> {
+        check_key(key, MAX_KEY_BYTES)?;
+        Ok(Key(format!("{}{key}", self.prefix())))
+    }
+
+    /// The store prefix for keys starting with `prefix` in this namespace.
+    pub fn scan_prefix(self, prefix: &str) -> String {
+        format!("{}{prefix}", self.prefix())
+    }
+
+    /// The caller's part of a store key of this namespace.
+    pub fn strip(self, key: &Key) -> Option<&str> {
+        key.as_str().strip_prefix(self.prefix())
+    }
+}
+
+fn check_key(key: &str, max: usize) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > max {
+        return Err(KeyError::TooLong(key.len()));
+    }
+    if let Some((at, c)) = key.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(KeyError::Control(c, at));
+    }
+    Ok(())
+}
 /// Largest value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 256 * 1024;
 
@@ -36,18 +92,12 @@ pub enum KeyError {
 }
 
 impl Key {
-    /// Checks and wraps a key.
+    /// Checks and wraps a whole store key, namespace prefix included (what
+    /// snapshots and log entries carry). Callers' keys go through
+    /// [`Namespace::key`].
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
-        if key.is_empty() {
-            return Err(KeyError::Empty);
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(KeyError::TooLong(key.len()));
-        }
-        if let Some((at, c)) = key.char_indices().find(|(_, c)| c.is_control()) {
-            return Err(KeyError::Control(c, at));
-        }
+        check_key(&key, MAX_KEY_BYTES + NAMESPACE_ROOM)?;
         Ok(Self(key))
     }
 
@@ -113,14 +163,26 @@ mod tests {
 
     #[test]
     fn keys_at_the_limits_are_accepted_and_beyond_them_refused() {
-        assert_eq!(Key::new(""), Err(KeyError::Empty));
-        assert!(Key::new("a".repeat(MAX_KEY_BYTES)).is_ok());
+        let kv = Namespace::Kv;
+        assert_eq!(kv.key(""), Err(KeyError::Empty));
+        assert!(kv.key(&"a".repeat(MAX_KEY_BYTES)).is_ok());
         assert_eq!(
-            Key::new("a".repeat(MAX_KEY_BYTES + 1)),
+            kv.key(&"a".repeat(MAX_KEY_BYTES + 1)),
             Err(KeyError::TooLong(MAX_KEY_BYTES + 1))
         );
-        assert_eq!(Key::new("site/\nx"), Err(KeyError::Control('\n', 5)));
-        assert!(Key::new("site/dns/ünïcode").is_ok());
+        assert_eq!(kv.key("site/\nx"), Err(KeyError::Control('\n', 5)));
+        assert!(kv.key("site/dns/ünïcode").is_ok());
+    }
+
+    #[test]
+    fn every_namespaced_key_is_a_valid_store_key() {
+        for ns in [Namespace::Kv, Namespace::Tokens, Namespace::Nodes] {
+            let key = ns.key(&"a".repeat(MAX_KEY_BYTES)).unwrap();
+            assert_eq!(Key::new(key.as_str()), Ok(key.clone()));
+            assert_eq!(ns.strip(&key), Some("a".repeat(MAX_KEY_BYTES).as_str()));
+        }
+        let token = Namespace::Tokens.key("abc123").unwrap();
+        assert_eq!(Namespace::Kv.strip(&token), None);
     }
 
     #[test]

@@ -12,5 +12,5 @@ pub mod key;
 pub mod state;
 
 pub use command::{Command, Expect, Outcome, Proposal, RequestId};
-pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_VALUE_BYTES, Value, ValueTooLarge};
+pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_VALUE_BYTES, Namespace, Value, ValueTooLarge};
 pub use state::{Compacted, Event, EventKind, Member, Record, StoreState};

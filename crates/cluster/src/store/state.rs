@@ -81,6 +81,9 @@ pub struct Member {
     pub peer_addr: SocketAddr,
     /// Where its API listens.
     pub api_addr: SocketAddr,
+    /// Its failure domain label (rack, host, site), if it has one: the
+    /// leader spreads voters across domains.
+    pub domain: Option<String>,
 }
 
 /// A watch asked to start before the oldest change still kept.
@@ -448,6 +451,7 @@ mod tests {
             name: "n1".into(),
             peer_addr: "10.0.0.1:7444".parse().unwrap(),
             api_addr: "10.0.0.1:7443".parse().unwrap(),
+            domain: None,
         });
         let restored = StoreState::decode(&state.encode()).unwrap();
         assert_eq!(restored, state);

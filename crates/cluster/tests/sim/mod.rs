@@ -127,6 +127,7 @@ pub fn member(id: u64) -> Member {
         name: format!("n{id}"),
         peer_addr: format!("10.0.0.{id}:7444").parse().unwrap(),
         api_addr: format!("10.0.0.{id}:7443").parse().unwrap(),
+        domain: None,
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use api::routes::Access;
 use api::{ApiError, ErrorCode, Role, Route};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -63,39 +64,51 @@ pub enum NodeMode {
 }
 
 /// Decides whether `caller` may call `route` on a node in `mode`.
+///
+/// Setup-token routes are open in maintenance mode (the handler checks the
+/// token); on a member they need an admin certificate, and the handler
+/// answers that the node is a member already. Join-token routes are open
+/// on a member (the handler checks the token: the caller is a node that
+/// has no certificate yet) and closed in maintenance mode.
 pub fn authorize(route: &Route, mode: NodeMode, caller: &Caller) -> Result<(), ApiError> {
-    match mode {
-        NodeMode::Maintenance if route.maintenance => Ok(()),
-        NodeMode::Maintenance => Err(ApiError::new(
-            ErrorCode::MaintenanceMode,
+    let role = match (mode, route.access) {
+        (NodeMode::Maintenance, Access::SetupToken) | (NodeMode::Member, Access::JoinToken) => {
+            return Ok(());
+        }
+        (NodeMode::Maintenance, Access::Certificate(_) | Access::JoinToken) => {
+            return Err(ApiError::new(
+                ErrorCode::MaintenanceMode,
+                format!(
+                    "this node is in maintenance mode and serves only cluster bootstrap and join, \
+                     not {}; run `cairn cluster init` against it first",
+                    route.operation
+                ),
+            ));
+        }
+        (NodeMode::Member, Access::Certificate(role)) => role,
+        (NodeMode::Member, Access::SetupToken) => Role::Admin,
+    };
+    match caller {
+        Caller::Anonymous => Err(ApiError::new(
+            ErrorCode::ClientCertificateRequired,
+            "a client certificate from the cluster CA is required",
+        )),
+        Caller::Rejected(why) => Err(ApiError::new(
+            ErrorCode::InvalidClientCertificate,
+            format!("the client certificate was refused: {why}"),
+        )),
+        Caller::Node { .. } => Err(ApiError::new(
+            ErrorCode::RoleTooLow,
+            "cairn:node certificates are for the peer port and hold no API role",
+        )),
+        Caller::User { role: held, .. } if held.allows(role) => Ok(()),
+        Caller::User { role: held, .. } => Err(ApiError::new(
+            ErrorCode::RoleTooLow,
             format!(
-                "this node is in maintenance mode and serves only cluster bootstrap and join, \
-                 not {}; run `cairn cluster init` against it first",
+                "role {held} is too low for {} (needs {role})",
                 route.operation
             ),
         )),
-        NodeMode::Member => match caller {
-            Caller::Anonymous => Err(ApiError::new(
-                ErrorCode::ClientCertificateRequired,
-                "a client certificate from the cluster CA is required",
-            )),
-            Caller::Rejected(why) => Err(ApiError::new(
-                ErrorCode::InvalidClientCertificate,
-                format!("the client certificate was refused: {why}"),
-            )),
-            Caller::Node { .. } => Err(ApiError::new(
-                ErrorCode::RoleTooLow,
-                "cairn:node certificates are for the peer port and hold no API role",
-            )),
-            Caller::User { role, .. } if role.allows(route.role) => Ok(()),
-            Caller::User { role, .. } => Err(ApiError::new(
-                ErrorCode::RoleTooLow,
-                format!(
-                    "role {role} is too low for {} (needs {})",
-                    route.operation, route.role
-                ),
-            )),
-        },
     }
 }
 
@@ -224,11 +237,25 @@ mod tests {
         user("r".into(), Role::Reader)
     }
 
+    /// The least role a member asks of a certificate on `r`.
+    fn needed(r: &Route) -> Role {
+        r.access.role().unwrap_or(Role::Admin)
+    }
+
+    fn certificate_routes() -> impl Iterator<Item = &'static Route> {
+        ROUTES.iter().filter(|r| r.access != Access::JoinToken)
+    }
+
     #[test]
     fn maintenance_mode_serves_only_bootstrap_and_join_to_anyone() {
         for r in ROUTES {
             let verdict = authorize(r, NodeMode::Maintenance, &Caller::Anonymous);
-            assert_eq!(verdict.is_ok(), r.maintenance, "{}", r.operation);
+            assert_eq!(
+                verdict.is_ok(),
+                r.access == Access::SetupToken,
+                "{}",
+                r.operation
+            );
             if let Err(e) = verdict {
                 assert_eq!(e.code, ErrorCode::MaintenanceMode);
             }
@@ -236,8 +263,15 @@ mod tests {
     }
 
     #[test]
-    fn a_member_refuses_every_route_without_a_valid_certificate() {
-        for r in ROUTES {
+    fn a_member_admits_anyone_to_the_join_token_route_and_checks_the_token_there() {
+        let r = route("member_add");
+        assert!(authorize(r, NodeMode::Member, &Caller::Anonymous).is_ok());
+        assert!(authorize(r, NodeMode::Member, &Caller::Rejected("x".into())).is_ok());
+    }
+
+    #[test]
+    fn a_member_refuses_every_certificate_route_without_a_valid_certificate() {
+        for r in certificate_routes() {
             let e = authorize(r, NodeMode::Member, &Caller::Anonymous).unwrap_err();
             assert_eq!(
                 e.code,
@@ -260,10 +294,15 @@ mod tests {
 
     #[test]
     fn roles_reach_exactly_the_routes_at_or_below_them() {
-        for r in ROUTES {
+        for r in certificate_routes() {
             for role in Role::ALL {
                 let verdict = authorize(r, NodeMode::Member, &user("u".into(), role));
-                assert_eq!(verdict.is_ok(), role >= r.role, "{role} on {}", r.operation);
+                assert_eq!(
+                    verdict.is_ok(),
+                    role >= needed(r),
+                    "{role} on {}",
+                    r.operation
+                );
             }
         }
         let e = authorize(route("node_reboot"), NodeMode::Member, &reader()).unwrap_err();
@@ -275,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_reader_is_refused_on_every_mutating_route() {
-        for r in ROUTES.iter().filter(|r| r.method.is_mutating()) {
+        for r in certificate_routes().filter(|r| r.method.is_mutating()) {
             let e = authorize(r, NodeMode::Member, &reader()).unwrap_err();
             assert_eq!(e.code, ErrorCode::RoleTooLow, "{}", r.operation);
         }

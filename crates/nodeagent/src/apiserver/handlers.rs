@@ -5,24 +5,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootInfo, BootstrapRequest, BootstrapResponse,
-    CertificateInfo, ClusterInfo, IssueCertificateRequest, IssuedCertificate, JoinRequest,
-    KernelLog, LogQuery, MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootInfo, CertificateInfo, ClusterInfo,
+    IssueCertificateRequest, IssuedCertificate, KernelLog, LogQuery, MachineConfigDocument,
+    NetworkState, NodeInfo, PowerResponse, VersionInfo,
 };
 use api::{ErrorCode, Route, Timestamp};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json};
-use cluster::pki::store::PkiStore;
-use cluster::pki::{CertificateAuthority, Fingerprint, SubjectName};
+use cluster::pki::{CertificateAuthority, SubjectName};
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::initbus::InitBus;
 use super::{
-    Connection, Failure, JsonBody, Member, Mode, QueryParams, ServerState, identity, system,
+    Connection, Failure, JsonBody, Mode, QueryParams, ServerState, identity, kv, membership, system,
 };
 use crate::config::{ActiveConfig, ConfigOrigin, ConfigReport, changed_sections, parse};
 use crate::error_chain;
@@ -59,8 +58,19 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         "node_reboot" => post(reboot),
         "node_shutdown" => post(shutdown),
         "cert_issue" => post(cert_issue),
-        "cluster_bootstrap" => post(bootstrap),
-        "cluster_join" => post(join),
+        "cluster_bootstrap" => post(membership::bootstrap),
+        "cluster_join" => post(membership::join),
+        "cluster_status" => get(membership::status),
+        "token_create" => post(membership::token_create),
+        "token_list" => get(membership::token_list),
+        "token_revoke" => post(membership::token_revoke),
+        "member_add" => post(membership::member_add),
+        "member_remove" => delete(membership::member_remove),
+        "kv_list" => get(kv::list),
+        "kv_get" => get(kv::get),
+        "kv_put" => put(kv::put),
+        "kv_delete" => delete(kv::delete),
+        "kv_watch" => get(kv::watch),
         other => panic!("api route {other} has no handler"),
     }
 }
@@ -218,7 +228,7 @@ async fn config_apply(
     let text = request.toml;
     let bytes = text.clone().into_bytes();
     let target = path.clone();
-    tokio::task::spawn_blocking(move || write_atomic(&target, &bytes))
+    tokio::task::spawn_blocking(move || crate::files::write_atomic(&target, &bytes))
         .await
         .map_err(|e| Failure::internal("saving the machine config", &e))?
         .map_err(|e| {
@@ -244,26 +254,6 @@ async fn config_apply(
         dry_run: false,
         changed,
     }))
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never a mix: temporary file, fsync, rename, fsync the directory.
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[derive(Clone, Copy)]
@@ -320,12 +310,12 @@ async fn shutdown(State(state): Shared) -> Result<(StatusCode, Json<PowerRespons
     power(&state, Power::PowerOff).await
 }
 
-fn subject_name(field: &str, value: &str) -> Result<SubjectName, Failure> {
+pub(super) fn subject_name(field: &str, value: &str) -> Result<SubjectName, Failure> {
     SubjectName::try_from(value)
         .map_err(|e| Failure::new(ErrorCode::BadRequest, format!("{field}: {e}")))
 }
 
-fn csr_der(field: &str, pem: &str) -> Result<Vec<u8>, Failure> {
+pub(super) fn csr_der(field: &str, pem: &str) -> Result<Vec<u8>, Failure> {
     CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
         .map(|der| der.as_ref().to_vec())
         .map_err(|e| {
@@ -344,7 +334,7 @@ fn pki_role(role: api::Role) -> cluster::pki::Role {
     }
 }
 
-fn issued(
+pub(super) fn issued(
     ca: &CertificateAuthority,
     name: &SubjectName,
     role: api::Role,
@@ -419,151 +409,4 @@ async fn cert_issue(
         "client certificate issued"
     );
     Ok(Json(issued(&ca, &name, role, cert_pem)?))
-}
-
-/// Checks the setup token under the guess limiter.
-fn check_setup_token(
-    state: &ServerState,
-    connection: &Connection,
-    offered: &str,
-) -> Result<(), Failure> {
-    let client = connection.peer.ip();
-    let now = std::time::Instant::now();
-    let mut limiter = state
-        .limiter
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Err(wait) = limiter.check(client, now) {
-        return Err(Failure {
-            retry_after: Some(wait),
-            ..Failure::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "too many wrong setup tokens from {client}; retry in {} s",
-                    wait.as_secs().max(1)
-                ),
-            )
-        });
-    }
-    let token = state.setup_token().ok_or_else(|| {
-        Failure::new(
-            ErrorCode::AlreadyMember,
-            "this node already belongs to a cluster",
-        )
-    })?;
-    if token.matches(offered) {
-        return Ok(());
-    }
-    limiter.record_failure(client, now);
-    // Console and log: an operator watching the node sees the attempt.
-    tracing::warn!(peer = %connection.peer, "setup token refused");
-    Err(Failure::new(
-        ErrorCode::InvalidSetupToken,
-        "the setup token is wrong",
-    ))
-}
-
-fn already_member() -> Failure {
-    Failure::new(
-        ErrorCode::AlreadyMember,
-        "this node already belongs to a cluster",
-    )
-}
-
-async fn bootstrap(
-    State(state): Shared,
-    Extension(connection): Extension<Connection>,
-    JsonBody(request): JsonBody<BootstrapRequest>,
-) -> Result<Json<BootstrapResponse>, Failure> {
-    let _changing = state.changes.lock().await;
-    if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
-        return Err(already_member());
-    }
-    check_setup_token(&state, &connection, &request.setup_token)?;
-    let cluster = subject_name(
-        "cluster_name",
-        request.cluster_name.as_deref().unwrap_or("cairn"),
-    )?;
-    let admin = subject_name("admin_name", &request.admin_name)?;
-    let csr = csr_der("admin_csr_pem", &request.admin_csr_pem)?;
-    let node_name = system::node_name();
-    let request_names =
-        identity::node_request(&node_name, &super::network_addresses(&state.network))
-            .map_err(|e| Failure::internal("naming the node certificate", &e))?;
-    let store = PkiStore::new(&state.options.pki_dir);
-    let (ca_name, admin_name) = (cluster.clone(), admin.clone());
-    let made = tokio::task::spawn_blocking(move || {
-        let now = SystemTime::now();
-        let ca = CertificateAuthority::create(&ca_name, now)
-            .map_err(|e| Failure::internal("creating the cluster CA", &e))?;
-        let node = ca
-            .issue_node(&request_names, now)
-            .map_err(|e| Failure::internal("issuing the node certificate", &e))?;
-        let admin_pem = ca
-            .sign_client_csr(
-                &csr,
-                &admin_name,
-                cluster::pki::Role::Admin,
-                ADMIN_CERT_TTL,
-                now,
-            )
-            .map_err(|e| {
-                Failure::new(
-                    ErrorCode::BadRequest,
-                    format!("admin_csr_pem: {}", error_chain(&e)),
-                )
-            })?;
-        store
-            .save_ca(&ca)
-            .map_err(|e| Failure::internal("saving the cluster CA", &e))?;
-        store
-            .save_node(&node)
-            .map_err(|e| Failure::internal("saving the node certificate", &e))?;
-        Ok::<_, Failure>((ca, node, admin_pem))
-    })
-    .await
-    .map_err(|e| Failure::internal("bootstrapping", &e))??;
-    let (ca, node, admin_pem) = made;
-    let (tls, verifier) = identity::member_tls(ca.cert_der(), &node)
-        .map_err(|e| Failure::internal("building the member TLS configuration", &e))?;
-    let ca = Arc::new(ca);
-    let admin_cert = issued(&ca, &admin, api::Role::Admin, admin_pem)?;
-    let fingerprint: Fingerprint = ca.fingerprint();
-    state.set_mode(Mode::Member(Member {
-        tls,
-        verifier,
-        ca,
-        node,
-    }));
-    tracing::info!(
-        cluster = cluster.as_str(),
-        ca = %fingerprint,
-        admin = admin.as_str(),
-        peer = %connection.peer,
-        "cluster bootstrapped; this node is its first member"
-    );
-    Ok(Json(BootstrapResponse {
-        node_name,
-        cluster_name: cluster.as_str().to_owned(),
-        admin: admin_cert,
-    }))
-}
-
-async fn join(
-    State(state): Shared,
-    Extension(connection): Extension<Connection>,
-    JsonBody(request): JsonBody<JoinRequest>,
-) -> Failure {
-    if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
-        return already_member();
-    }
-    if let Err(refused) = check_setup_token(&state, &connection, &request.setup_token) {
-        return refused;
-    }
-    Failure::new(
-        ErrorCode::JoinUnavailable,
-        "this node is not yet a cluster member and cannot join one: joining an existing \
-         cluster needs Raft membership, which this version of Cairn does not have; \
-         bootstrap a new cluster with `cairn cluster init` instead",
-    )
 }

@@ -83,8 +83,8 @@ pub fn maintenance_tls(cert: &IssuedCert) -> Result<Arc<ServerConfig>, TlsSetupE
     Ok(Arc::new(config))
 }
 
-/// A member's TLS: the node certificate, client certificates offered and
-/// checked against the CA per connection. Returns the config and the
+/// A member's TLS: the node certificate followed by the CA, client
+/// certificates offered and checked against the CA per connection. Returns the config and the
 /// verifier that judges the chains.
 pub fn member_tls(
     ca: &CertificateDer<'static>,
@@ -95,7 +95,10 @@ pub fn member_tls(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(TlsSetupError::Verifier)?;
-    let (chain, key) = own(node)?;
+    let (mut chain, key) = own(node)?;
+    // The CA travels with the chain: a joining node knows the cluster
+    // only by the CA's fingerprint and finds the CA here.
+    chain.push(ca.clone());
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsSetupError::Config)?

@@ -31,7 +31,10 @@ pub mod maintenance;
 
 mod handlers;
 mod initbus;
+mod kv;
 mod logs;
+mod membership;
+mod replicated;
 mod system;
 
 use std::convert::Infallible;
@@ -63,7 +66,10 @@ use self::maintenance::GuessLimiter;
 use crate::config::{ActiveConfig, ConfigReport, SetupToken};
 use crate::error_chain;
 use crate::journal::Journal;
+use crate::member::identity::MemberIdentity;
+use crate::member::{MemberOptions, RunningMember};
 use crate::net::NetworkHandle;
+use cluster::membership::Policy;
 
 /// How long a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +101,8 @@ pub struct ApiOptions {
     pub network_wait: Duration,
     /// How often the node certificate is checked for renewal.
     pub renew_check: Duration,
+    /// The Raft member's paths and peer port.
+    pub member: MemberOptions,
 }
 
 /// The node's TLS identity and what goes with it.
@@ -147,8 +155,32 @@ pub struct ServerState {
     boot_id: String,
     /// What the boot loader said; it does not change within a boot.
     boot_status: tokio::sync::OnceCell<std::collections::HashMap<String, String>>,
-    /// One bootstrap, renewal or config apply at a time.
+    /// One bootstrap, join, renewal or config apply at a time.
     changes: tokio::sync::Mutex<()>,
+    /// The Raft member, once this node is one and it started.
+    member: RwLock<Option<Arc<RunningMember>>>,
+    /// Wrong join tokens per caller address.
+    join_limiter: Mutex<GuessLimiter>,
+}
+
+/// Why the Raft member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberStartError {
+    /// The node is in maintenance mode.
+    #[error("this node is not a cluster member")]
+    NotMember,
+    /// The node has no address to give the cluster.
+    #[error("this node has no address to give the cluster (no DHCP lease or static address)")]
+    NoAddress,
+    /// The identity file is unusable.
+    #[error(transparent)]
+    Identity(#[from] crate::member::identity::IdentityError),
+    /// The member did not start.
+    #[error(transparent)]
+    Member(#[from] crate::member::MemberError),
+    /// The identity task failed.
+    #[error("the member identity task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Why the server could not start.
@@ -280,6 +312,8 @@ impl ServerState {
             boot_id,
             boot_status: tokio::sync::OnceCell::new(),
             changes: tokio::sync::Mutex::new(()),
+            member: RwLock::new(None),
+            join_limiter: Mutex::new(GuessLimiter::default()),
         })
     }
 
@@ -297,6 +331,106 @@ impl ServerState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard = mode;
+    }
+
+    /// The running Raft member, if there is one.
+    pub fn running_member(&self) -> Option<Arc<RunningMember>> {
+        self.member
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The voter policy from the machine config in force.
+    fn policy(&self) -> Policy {
+        let config = self.config.borrow();
+        Policy {
+            voters: config.config.cluster.voters.get(),
+            grace: config.config.cluster.grace(),
+            ..Policy::default()
+        }
+    }
+
+    /// Starts the Raft member of a node in member mode.
+    pub async fn start_member(&self, identity: &MemberIdentity) -> Result<(), MemberStartError> {
+        let (ca, node) = self
+            .read_mode(|mode| match mode {
+                Mode::Member(m) => Some((m.ca.cert_der().clone(), m.node.clone())),
+                Mode::Maintenance(_) => None,
+            })
+            .ok_or(MemberStartError::NotMember)?;
+        let address = crate::member::advertised_address(
+            self.options.addr.ip(),
+            &network_addresses(&self.network),
+        )
+        .ok_or(MemberStartError::NoAddress)?;
+        let domain = self
+            .config
+            .borrow()
+            .config
+            .cluster
+            .failure_domain
+            .as_ref()
+            .map(|d| d.as_str().to_owned());
+        let me = crate::member::directory_entry(
+            identity.id,
+            &system::node_name(),
+            address,
+            self.options.addr.port(),
+            domain,
+        );
+        let running = crate::member::start(
+            &self.options.member,
+            identity,
+            me,
+            &ca,
+            &node,
+            self.policy(),
+        )
+        .await
+        .map_err(MemberStartError::Member)?;
+        *self
+            .member
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(running);
+        Ok(())
+    }
+
+    /// At agent start: a member node starts its Raft member from the
+    /// identity on STATE. A node whose cluster predates Raft membership
+    /// (a CA but no identity) becomes the one voter of its cluster.
+    pub async fn resume_member(&self) -> Result<(), MemberStartError> {
+        if !matches!(self.read_mode(Mode::kind), NodeMode::Member) {
+            return Ok(());
+        }
+        let path = self.options.member.identity_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || match MemberIdentity::load(&path)? {
+            Some(identity) => Ok(identity),
+            None => {
+                let identity = membership::bootstrap_identity();
+                identity.save(&path)?;
+                tracing::warn!(
+                    "no member identity on STATE; this node becomes the one voter of its cluster"
+                );
+                Ok(identity)
+            }
+        })
+        .await
+        .map_err(MemberStartError::Task)?
+        .map_err(MemberStartError::Identity)?;
+        self.start_member(&loaded).await
+    }
+
+    /// Stops the Raft member (a leader hands over first).
+    pub async fn stop_member(&self) {
+        let running = self
+            .member
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.stop().await;
+        }
     }
 
     /// The setup token in force in maintenance mode: the config's, else the

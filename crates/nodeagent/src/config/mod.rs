@@ -21,7 +21,8 @@ use serde::Deserialize;
 
 pub use source::{ConfigOrigin, ConfigPaths};
 pub use types::{
-    DomainName, Hostname, InterfaceName, Ipv4Cidr, MacAddr, Mtu, SetupToken, ValueError,
+    DomainName, FailureDomain, Hostname, InterfaceName, Ipv4Cidr, MacAddr, Mtu, Period, SetupToken,
+    ValueError, VoterCount,
 };
 
 /// The embedded default: DHCP on every physical link. A node booted with no
@@ -55,6 +56,25 @@ pub struct ClusterConfig {
     /// node is in maintenance mode. Without it the node generates one at
     /// boot and prints it on the console.
     pub setup_token: Option<SetupToken>,
+    /// Voters the cluster keeps (3 or 5); the leader's setting counts.
+    #[serde(default)]
+    pub voters: VoterCount,
+    /// How long a voter may be unreachable before the leader replaces it
+    /// with a stand-by (default 5m); the leader's setting counts.
+    pub grace: Option<Period>,
+    /// This node's failure domain (rack, host, site): voters are spread
+    /// across domains. Recorded when the node joins.
+    pub failure_domain: Option<FailureDomain>,
+}
+
+impl ClusterConfig {
+    /// The grace period when none is configured.
+    pub const DEFAULT_GRACE: Period = Period::from_secs(300);
+
+    /// The grace period in force.
+    pub fn grace(&self) -> std::time::Duration {
+        self.grace.unwrap_or(Self::DEFAULT_GRACE).get()
+    }
 }
 
 /// `[node]`

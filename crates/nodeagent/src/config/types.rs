@@ -439,6 +439,106 @@ impl fmt::Display for Mtu {
     }
 }
 
+/// How many voters the cluster keeps: 3 (the default) or 5. Further
+/// members are stand-by learners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct VoterCount(u8);
+
+impl VoterCount {
+    /// Three voters: one may fail.
+    pub const THREE: Self = Self(3);
+
+    /// The count.
+    pub const fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Default for VoterCount {
+    fn default() -> Self {
+        Self::THREE
+    }
+}
+
+impl TryFrom<i64> for VoterCount {
+    type Error = ValueError;
+    fn try_from(value: i64) -> Result<Self, ValueError> {
+        match value {
+            3 => Ok(Self(3)),
+            5 => Ok(Self(5)),
+            _ => Err(ValueError::new(format!(
+                "invalid voter count {value}: want 3 or 5 (an odd count that tolerates one or two failures)"
+            ))),
+        }
+    }
+}
+
+/// A period written with a unit: `90s`, `5m`, `2h`; 1 second to 1 day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Period(std::time::Duration);
+
+impl Period {
+    /// Seconds and longest accepted.
+    const MAX_S: u64 = 24 * 60 * 60;
+
+    /// A period of `seconds` (for defaults).
+    pub const fn from_secs(seconds: u64) -> Self {
+        Self(std::time::Duration::from_secs(seconds))
+    }
+
+    /// The duration.
+    pub const fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Period {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        let bad = |why: &str| ValueError::new(format!("invalid period {value:?}: {why}"));
+        let split = value
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| bad("needs a unit: s, m or h"))?;
+        let (number, unit) = value.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| bad("must start with a whole number"))?;
+        let seconds = match unit {
+            "s" => Some(number),
+            "m" => number.checked_mul(60),
+            "h" => number.checked_mul(3600),
+            _ => return Err(bad("the unit must be s, m or h")),
+        }
+        .filter(|s| (1..=Self::MAX_S).contains(s))
+        .ok_or_else(|| bad("must be between 1s and 24h"))?;
+        Ok(Self::from_secs(seconds))
+    }
+}
+
+/// A failure domain label (`rack-a`, `site-2`): one RFC 1123 label, stored
+/// lower-case. Members in distinct domains are preferred as voters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FailureDomain(String);
+
+impl FailureDomain {
+    /// The label.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for FailureDomain {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        check_label(&value)
+            .map_err(|why| ValueError::new(format!("invalid failure domain {value:?}: {why}")))?;
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,5 +668,49 @@ mod tests {
         assert!(Mtu::try_from(67).is_err());
         assert!(Mtu::try_from(65536).is_err());
         assert!(Mtu::try_from(-1).is_err());
+    }
+
+    #[test]
+    fn voter_counts_are_three_or_five() {
+        assert_eq!(VoterCount::try_from(5).unwrap().get(), 5);
+        assert_eq!(VoterCount::default().get(), 3);
+        for bad in [0, 1, 2, 4, 6, -3] {
+            let err = VoterCount::try_from(bad).unwrap_err().to_string();
+            assert!(err.contains("want 3 or 5"), "{err}");
+        }
+    }
+
+    #[test]
+    fn periods_take_a_unit_and_stay_within_a_day() {
+        let p = |s: &str| Period::try_from(s.to_owned());
+        assert_eq!(p("90s").unwrap().get().as_secs(), 90);
+        assert_eq!(p("5m").unwrap().get().as_secs(), 300);
+        assert_eq!(p("24h").unwrap().get().as_secs(), 86_400);
+        for bad in [
+            "",
+            "5",
+            "m",
+            "0s",
+            "25h",
+            "5 m",
+            "5d",
+            "-5s",
+            "99999999999999999999h",
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(p("5d").unwrap_err().to_string().contains("\"5d\""));
+    }
+
+    #[test]
+    fn failure_domains_are_dns_labels() {
+        assert_eq!(
+            FailureDomain::try_from("Rack-A".to_owned())
+                .unwrap()
+                .as_str(),
+            "rack-a"
+        );
+        assert!(FailureDomain::try_from("rack a".to_owned()).is_err());
+        assert!(FailureDomain::try_from(String::new()).is_err());
     }
 }

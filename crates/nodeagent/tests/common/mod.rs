@@ -10,6 +10,8 @@
 
 use std::process::Command;
 
+pub mod api_client;
+
 use nix::sched::{CloneFlags, unshare};
 
 /// Runs `f` on a thread inside fresh network and UTS namespaces.

@@ -1,0 +1,469 @@
+//! A cluster of real agents: four cairnd instances in one throwaway
+//! network namespace, on 127.0.0.1 to 127.0.0.4 (API on 7443, Raft peers
+//! on 7444), each with its own state directory and its own UTS namespace
+//! (so its own host name, which is its node name).
+//!
+//! One test walks what an operator does: bootstrap the first node, make
+//! join tokens, join two nodes (they become voters), join a fourth (it
+//! stays a stand-by), use the key-value store through every member, and
+//! see the bad joins refused for the right reason. Then a voter goes away
+//! for longer than the grace period and the leader replaces it with the
+//! stand-by; the operator removes the dead node; the leader stops and the
+//! cluster keeps taking writes.
+//!
+//! These tests need root (they unshare namespaces); without it they fail
+//! rather than skip.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use api::ErrorCode;
+use api::types::{
+    BootstrapResponse, ClusterStatus, CreatedToken, JoinResponse, KvList, KvRecord, KvWritten,
+    MemberRemoved, MemberRole, MemberState, TokenInfo, TokenList, TokenState,
+};
+use nix::sched::{CloneFlags, unshare};
+use nodeagent::agent::AgentOptions;
+use nodeagent::apiserver::ApiOptions;
+use nodeagent::config::ConfigPaths;
+use nodeagent::member::MemberOptions;
+use nodeagent::net::NetworkOptions;
+use serde_json::json;
+
+mod common;
+use common::api_client::{Client, csr, error_of, wait_for_api, with_key};
+use common::{in_fresh_netns, runtime};
+
+const SETUP_TOKEN: &str = "cluster-test-setup-token-0123";
+/// Short enough for a test, long enough that a busy machine does not lose
+/// a healthy voter.
+const GRACE: &str = "6s";
+
+fn api(i: u8) -> String {
+    format!("127.0.0.{i}:7443")
+}
+
+/// One agent on its own thread, in the test's network namespace and its
+/// own UTS namespace.
+struct Agent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(i: u8, dir: &Path) -> Self {
+        let options = options(i, dir);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWUTS).unwrap();
+            nix::unistd::sethostname(format!("n{i}")).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(nodeagent::agent::run_until(options, async move {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn options(i: u8, dir: &Path) -> AgentOptions {
+    let node = dir.join(format!("n{i}"));
+    let state = node.join("state");
+    std::fs::create_dir_all(node.join("sys")).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(node.join("cmdline"), "quiet\n").unwrap();
+    std::fs::write(
+        state.join("config.toml"),
+        format!(
+            "[node]\nhostname = \"n{i}\"\n\n[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\ngrace = \"{GRACE}\"\nfailure-domain = \"rack-{i}\"\n"
+        ),
+    )
+    .unwrap();
+    AgentOptions {
+        config_paths: ConfigPaths {
+            applied: state.join("config.toml"),
+            cmdline: node.join("cmdline"),
+            esp: node.join("efi/cairn/config.toml"),
+            fw_cfg: node.join("fw_cfg/raw"),
+        },
+        network: NetworkOptions {
+            sysfs_net: node.join("sys"),
+            resolv_conf: node.join("resolv.conf"),
+            ..NetworkOptions::default()
+        },
+        health_addr: format!("127.0.0.{i}:7480").parse().unwrap(),
+        api: ApiOptions {
+            addr: api(i).parse().unwrap(),
+            init_socket: node.join("init.sock"),
+            network_wait: Duration::ZERO,
+            member: MemberOptions {
+                peer_addr: format!("127.0.0.{i}:7444").parse().unwrap(),
+                ..MemberOptions::under(&state)
+            },
+            ..ApiOptions::under(&state)
+        },
+        ..AgentOptions::default()
+    }
+}
+
+/// Polls the cluster status through `client` until `done` holds.
+async fn wait_for_status(
+    client: &Client,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let (status, text) = client.call("GET", "/v1/cluster", None).await;
+        if status == 200 {
+            let parsed: ClusterStatus = serde_json::from_str(&text).unwrap();
+            if done(&parsed) {
+                return parsed;
+            }
+            last = Some(parsed);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}; last status: {last:#?}");
+}
+
+fn role_of(status: &ClusterStatus, name: &str) -> Option<MemberRole> {
+    status
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.role)
+}
+
+fn voters(status: &ClusterStatus) -> Vec<String> {
+    let mut names: Vec<String> = status
+        .members
+        .iter()
+        .filter(|m| m.role == MemberRole::Voter)
+        .map(|m| m.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn join(node: u8, token: &CreatedToken) -> (u16, String) {
+    Client::maintenance(&api(node))
+        .call(
+            "POST",
+            "/v1/cluster/join",
+            Some(&json!({
+                "setup_token": SETUP_TOKEN,
+                "cluster": api(1),
+                "token": token.token,
+                "ca_hash": token.ca_hash,
+            })),
+        )
+        .await
+}
+
+async fn put(client: &Client, key: &str, value: &str, if_revision: Option<u64>) -> (u16, String) {
+    client
+        .call(
+            "PUT",
+            "/v1/kv/entry",
+            Some(&json!({"key": key, "value": value, "if_revision": if_revision})),
+        )
+        .await
+}
+
+fn encoded(key: &str) -> String {
+    key.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let mut agents: Vec<Agent> = (1..=4).map(|i| Agent::start(i, dir.path())).collect();
+        runtime().block_on(async {
+            for i in 1..=4 {
+                wait_for_api(&Client::maintenance(&api(i))).await;
+            }
+            let key = csr("alice");
+            let boot: BootstrapResponse = Client::maintenance(&api(1))
+                .json(
+                    "POST",
+                    "/v1/cluster/bootstrap",
+                    Some(&json!({
+                        "setup_token": SETUP_TOKEN,
+                        "cluster_name": "lab",
+                        "admin_name": "alice",
+                        "admin_csr_pem": key.csr_pem,
+                    })),
+                )
+                .await;
+            let admin = Client::member(
+                &api(1),
+                &boot.admin.ca_pem,
+                Some(&with_key(&boot.admin, &key)),
+            );
+            wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
+                s.leader.as_deref() == Some("n1")
+            })
+            .await;
+
+            // Tokens: one for two nodes, one revoked, one for the stand-by.
+            let pair: CreatedToken = admin
+                .json(
+                    "POST",
+                    "/v1/cluster/tokens",
+                    Some(&json!({"uses": 2, "description": "n2 and n3"})),
+                )
+                .await;
+            assert!(pair.ca_hash.starts_with("sha256:"), "{}", pair.ca_hash);
+            assert!(
+                pair.join_command
+                    .contains(&format!("--token {}", pair.token)),
+                "{}",
+                pair.join_command
+            );
+            assert!(
+                pair.join_command.contains(&format!("--cluster {}", api(1))),
+                "{}",
+                pair.join_command
+            );
+            let revoked: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({})))
+                .await;
+            let info: TokenInfo = admin
+                .json(
+                    "POST",
+                    &format!("/v1/cluster/tokens/{}/revoke", revoked.id),
+                    None,
+                )
+                .await;
+            assert_eq!(info.state, TokenState::Revoked);
+
+            for node in [2, 3] {
+                let (status, text) = join(node, &pair).await;
+                assert_eq!(status, 200, "n{node} joins: {text}");
+                let joined: JoinResponse = serde_json::from_str(&text).unwrap();
+                assert_eq!(joined.node_name, format!("n{node}"));
+                assert_eq!(joined.cluster_name, "lab");
+            }
+            let status = wait_for_status(&admin, "three voters", Duration::from_secs(60), |s| {
+                voters(s) == ["n1", "n2", "n3"]
+            })
+            .await;
+            assert_eq!(status.name, "lab");
+
+            // Bad joins, each refused for its own reason, none admitted.
+            let (status, text) = join(4, &pair).await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::InvalidJoinToken, "used up: {text}");
+            assert!(error.message.contains("used"), "{}", error.message);
+            let (status, text) = join(4, &revoked).await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::InvalidJoinToken, "revoked: {text}");
+            assert!(error.message.contains("revoked"), "{}", error.message);
+            let mut forged = pair.clone();
+            forged.token = format!("{}.{}", pair.id, "0".repeat(16));
+            let (status, text) = join(4, &forged).await;
+            assert_eq!(
+                error_of(status, &text).code,
+                ErrorCode::InvalidJoinToken,
+                "forged: {text}"
+            );
+            let mut wrong_ca = pair.clone();
+            wrong_ca.ca_hash = format!("sha256:{}", "0".repeat(64));
+            let (status, text) = join(4, &wrong_ca).await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::CaMismatch, "{text}");
+            assert!(error.message.contains(&pair.ca_hash), "{}", error.message);
+
+            let listed: TokenList = admin.json("GET", "/v1/cluster/tokens", None).await;
+            let state_of = |id: &str| listed.tokens.iter().find(|t| t.id == id).unwrap().state;
+            assert_eq!(state_of(&pair.id), TokenState::UsedUp);
+            assert_eq!(state_of(&revoked.id), TokenState::Revoked);
+            assert!(
+                listed
+                    .tokens
+                    .iter()
+                    .all(|t| !serde_json::to_string(t).unwrap().contains(&pair.token))
+            );
+
+            // The fourth node stays a stand-by: three voters are enough.
+            let standby: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({"ttl_s": 600})))
+                .await;
+            let (status, text) = join(4, &standby).await;
+            assert_eq!(status, 200, "n4 joins: {text}");
+            let status = wait_for_status(
+                &admin,
+                "n4 as a caught-up stand-by",
+                Duration::from_secs(60),
+                |s| {
+                    s.members.len() == 4
+                        && s.members.iter().all(|m| m.state == MemberState::Ready)
+                        && s.members
+                            .iter()
+                            .find(|m| m.name == "n4")
+                            .is_some_and(|m| m.lag == Some(0))
+                },
+            )
+            .await;
+            assert_eq!(role_of(&status, "n4"), Some(MemberRole::Learner));
+            assert_eq!(voters(&status), ["n1", "n2", "n3"]);
+            let n4 = status.members.iter().find(|m| m.name == "n4").unwrap();
+            assert_eq!(n4.address, api(4));
+            assert_eq!(n4.domain.as_deref(), Some("rack-4"));
+
+            // One store, through every member; the admin certificate works on each.
+            let clients: Vec<Client> = (1..=4).map(|i| admin.at(&api(i))).collect();
+            let odd_key = "site/dns servers?&=ü";
+            let (status, text) = put(&clients[1], odd_key, "10.0.0.53", Some(0)).await;
+            assert_eq!(status, 200, "{text}");
+            let written: KvWritten = serde_json::from_str(&text).unwrap();
+            for client in &clients {
+                let record: KvRecord = client
+                    .json(
+                        "GET",
+                        &format!("/v1/kv/entry?key={}", encoded(odd_key)),
+                        None,
+                    )
+                    .await;
+                assert_eq!(record.value, "10.0.0.53");
+                assert_eq!(record.revision, written.revision);
+            }
+            let (status, text) = put(&clients[2], odd_key, "again", Some(0)).await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::RevisionConflict);
+            assert!(
+                error
+                    .message
+                    .contains(&format!("revision {}", written.revision)),
+                "{}",
+                error.message
+            );
+            let (status, text) =
+                put(&clients[3], odd_key, "10.0.0.54", Some(written.revision)).await;
+            assert_eq!(status, 200, "compare-and-set at the right revision: {text}");
+            let (status, text) = clients[0]
+                .call("GET", "/v1/kv/entry?key=absent", None)
+                .await;
+            assert_eq!(error_of(status, &text).code, ErrorCode::KeyNotFound);
+            let (status, text) = put(&clients[0], &"k".repeat(1025), "v", None).await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.contains("1025 bytes"), "{}", error.message);
+            for i in 0..5 {
+                let (status, text) =
+                    put(&clients[i % 4], &format!("list/{i}"), &i.to_string(), None).await;
+                assert_eq!(status, 200, "{text}");
+            }
+            let list: KvList = clients[3]
+                .json("GET", "/v1/kv?prefix=list%2F&limit=3", None)
+                .await;
+            let keys: Vec<_> = list.records.iter().map(|r| r.key.as_str()).collect();
+            assert_eq!(keys, ["list/0", "list/1", "list/2"]);
+            assert!(list.more);
+            let (status, text) = clients[2]
+                .call("DELETE", "/v1/kv/entry?key=list%2F0", None)
+                .await;
+            assert_eq!(status, 200, "{text}");
+            let deleted: KvWritten = serde_json::from_str(&text).unwrap();
+            assert_eq!(deleted.deleted, Some(true));
+            // Join tokens and conditions are not in the kv namespace.
+            let all: KvList = clients[0].json("GET", "/v1/kv", None).await;
+            assert!(all.records.iter().all(|r| !r.key.starts_with("tokens/")));
+
+            // n3 goes away past the grace period: the stand-by replaces it.
+            agents[2].stop();
+            let status =
+                wait_for_status(&admin, "n4 to replace n3", Duration::from_secs(90), |s| {
+                    voters(s) == ["n1", "n2", "n4"]
+                })
+                .await;
+            let n3 = status.members.iter().find(|m| m.name == "n3").unwrap();
+            assert_eq!(n3.role, MemberRole::Learner);
+            assert_eq!(n3.state, MemberState::Lost);
+            assert!(n3.since.is_some(), "{n3:?}");
+            let removed: MemberRemoved = admin.json("DELETE", "/v1/cluster/members/n3", None).await;
+            assert_eq!(removed.name, "n3");
+            let status = wait_for_status(&admin, "n3 to be gone", Duration::from_secs(20), |s| {
+                s.members.len() == 3
+            })
+            .await;
+            assert!(
+                status.members.iter().all(|m| m.state == MemberState::Ready),
+                "{status:#?}"
+            );
+
+            // The leader stops; the others elect a new one and keep writing.
+            let leader = status.leader.clone().unwrap();
+            let index = usize::from(leader.trim_start_matches('n').parse::<u8>().unwrap()) - 1;
+            agents[index].stop();
+            let survivor = clients
+                .iter()
+                .enumerate()
+                .find(|(i, _)| *i != index && *i != 2)
+                .map(|(_, c)| c.clone())
+                .unwrap();
+            let status = wait_for_status(&survivor, "a new leader", Duration::from_secs(30), |s| {
+                s.leader.as_deref().is_some_and(|l| l != leader)
+            })
+            .await;
+            let (code, text) = put(&survivor, "after/failover", "yes", None).await;
+            assert_eq!(
+                code, 200,
+                "write after the leader stopped: {text}; {status:#?}"
+            );
+            let record: KvRecord = survivor
+                .json("GET", "/v1/kv/entry?key=after%2Ffailover", None)
+                .await;
+            assert_eq!(record.value, "yes");
+        });
+        for agent in &mut agents {
+            agent.stop();
+        }
+    });
+}
