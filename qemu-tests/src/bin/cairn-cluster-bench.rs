@@ -381,6 +381,11 @@ async fn one_round(
         member_offset: round,
         tag: format!("{tag}-r{round}"),
     };
+    // Which member the single client talks to decides whether its
+    // writes take the forwarding hop; the report says which it was.
+    let leader_before = cluster.leader().await.ok();
+    out.write_one_via_leader
+        .push(leader_before.map(|l| l == round % members.len()));
     for (what, workload) in [
         ("write, 1 client", shape(Op::Write, 1, "w1")),
         ("write, many clients", shape(Op::Write, args.clients, "wn")),

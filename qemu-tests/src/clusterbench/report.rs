@@ -25,6 +25,9 @@ pub struct SystemRounds {
     pub failover_ms: Vec<f64>,
     /// Failover measurements that failed, with why.
     pub failover_errors: Vec<String>,
+    /// Per round: whether the single writing client talked to the leader
+    /// (a write through a follower takes one more hop).
+    pub write_one_via_leader: Vec<Option<bool>>,
 }
 
 impl SystemRounds {
@@ -42,6 +45,7 @@ impl SystemRounds {
             read_many: empty(),
             failover_ms: Vec::new(),
             failover_errors: Vec::new(),
+            write_one_via_leader: Vec::new(),
         }
     }
 
@@ -243,6 +247,23 @@ pub fn render_table(report: &Report) -> String {
         for e in &s.failover_errors {
             let _ = writeln!(out, "{} failover failed: {e}", s.system.name());
         }
+        if !s.write_one_via_leader.is_empty() {
+            let via = s
+                .write_one_via_leader
+                .iter()
+                .map(|v| match v {
+                    Some(true) => "leader",
+                    Some(false) => "follower",
+                    None => "?",
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "{} 1-client writes went to, by round: {via}",
+                s.system.name()
+            );
+        }
     }
     if let Some(why) = &report.cairn_not_run {
         let _ = writeln!(out, "Cairn did not run: {why}");
@@ -342,6 +363,7 @@ fn target_json(target: &TargetRounds) -> Value {
 fn system_json(s: &SystemRounds) -> Value {
     json!({
         "write_1_client": target_json(&s.write_one),
+        "write_1_client_via_leader": s.write_one_via_leader,
         "write_many_clients": target_json(&s.write_many),
         "linearizable_read_many_clients": target_json(&s.read_many),
         "failover_ms": { "median": median(&s.failover_ms), "rounds": s.failover_ms, "failed": s.failover_errors },
@@ -475,7 +497,13 @@ mod tests {
 
     #[test]
     fn the_table_shows_median_rounds_and_ratios() {
-        let table = render_table(&report());
+        let mut r = report();
+        r.systems[0].write_one_via_leader = vec![Some(true), Some(false), None];
+        let table = render_table(&r);
+        assert!(
+            table.contains("cairn 1-client writes went to, by round: leader, follower, ?"),
+            "{table}"
+        );
         assert_eq!(
             row(&table, "write, 16 clients    ops/s"),
             [
