@@ -381,13 +381,23 @@ async fn one_round(
         member_offset: round,
         tag: format!("{tag}-r{round}"),
     };
-    // Which member the single client talks to decides whether its
-    // writes take the forwarding hop; the report says which it was.
+    // A write through a follower takes one more hop (in both systems),
+    // so the single client gets the same roles in both: a follower in odd
+    // rounds, the leader in even ones (followers win the median of an odd
+    // number of rounds, as two of three clients of a 3-node cluster talk
+    // to one).
     let leader_before = cluster.leader().await.ok();
+    let single = match leader_before {
+        Some(l) if round % 2 == 1 => l,
+        Some(l) => (l + 1) % members.len(),
+        None => round % members.len(),
+    };
     out.write_one_via_leader
-        .push(leader_before.map(|l| l == round % members.len()));
+        .push(leader_before.map(|l| l == single));
+    let mut write_one = shape(Op::Write, 1, "w1");
+    write_one.member_offset = single;
     for (what, workload) in [
-        ("write, 1 client", shape(Op::Write, 1, "w1")),
+        ("write, 1 client", write_one),
         ("write, many clients", shape(Op::Write, args.clients, "wn")),
         (
             "linearizable read, many clients",

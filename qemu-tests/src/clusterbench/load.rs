@@ -2,8 +2,8 @@
 //!
 //! Closed-loop clients, each on one kept-alive mTLS connection opened
 //! before the clock starts, spread over the members round-robin (client
-//! `c` talks to member `(c + offset) mod 3`; the offset turns each round,
-//! so a single client does not always land on the leader or always on a
+//! `c` talks to member `(c + offset) mod 3`; the bench picks the offset,
+//! which for a single client decides whether it talks to the leader or a
 //! follower). Writes overwrite a bounded set of keys per client with
 //! values of a fixed size; reads are linearizable reads of keys preloaded
 //! once, each checked against the value written. A request's latency runs
