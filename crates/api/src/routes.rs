@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
 use crate::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog,
-    KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten,
-    LogEntry, LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest, MemberRemoved,
-    NetworkState, NodeInfo, PowerResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
+    ClusterStatus, CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
+    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant,
+    MemberJoinRequest, MemberRemoved, NetworkState, NodeInfo, PowerResponse, RestoreRequest,
+    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`
@@ -87,6 +88,15 @@ pub enum Method {
     Put,
     /// Remove.
     Delete,
+}
+
+impl Route {
+    /// Whether the route carries operators' data (`/v1/kv`) rather than
+    /// acting on the node or the cluster. Data writes come by the
+    /// thousand per second; they are not audited one by one.
+    pub fn is_data(&self) -> bool {
+        self.path == "/v1/kv" || self.path.starts_with("/v1/kv/")
+    }
 }
 
 impl Method {
@@ -424,6 +434,32 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Get,
+        path: "/v1/cluster/backup",
+        operation: "cluster_backup",
+        summary: "The whole replicated store, for disaster recovery",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ClusterBackup>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/cluster/restore",
+        operation: "cluster_restore",
+        summary: "Start a new one-voter cluster on this member from a backup (after quorum is lost for good)",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: Some(schema::<RestoreRequest>),
+        success: Success::Json {
+            status: 200,
+            body: schema::<RestoreResponse>,
+        },
+    },
+    Route {
+        method: Method::Get,
         path: "/v1/kv",
         operation: "kv_list",
         summary: "Records whose keys start with a prefix, in key order (linearizable)",
@@ -522,6 +558,16 @@ mod tests {
             assert!(endpoints.insert((r.method, r.path)), "duplicate {}", r.path);
             assert!(r.path.starts_with("/v1/"), "{}", r.path);
         }
+    }
+
+    #[test]
+    fn only_the_kv_routes_carry_data() {
+        let data: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.is_data())
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(data, ["kv_list", "kv_get", "kv_put", "kv_delete", "kv_watch"]);
     }
 
     #[test]

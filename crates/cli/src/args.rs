@@ -100,6 +100,33 @@ pub enum ClusterCommand {
     /// Join tokens for new nodes.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Back up the replicated store, or restore it after quorum is lost.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `cairn cluster snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write the whole replicated store to FILE (admin only; mode 0600:
+    /// it holds join token records and every key).
+    Save {
+        /// Where to write it; an existing file is not replaced.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Make the node a new one-voter cluster holding the backup in FILE.
+    /// For a cluster that lost a majority of its voters for good: the
+    /// other nodes must be reset and join again.
+    Restore {
+        /// A file written by `snapshot save`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Restore even though the node still sees a leader (this splits
+        /// a live cluster).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `cairn cluster token ...`.

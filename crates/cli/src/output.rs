@@ -7,10 +7,11 @@
 use std::fmt::Write as _;
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, ClusterStatus, CreatedToken, IssuedCertificate,
-    JoinResponse, KernelLog, KvEvent, KvEventKind, KvList, KvWritten, LogEntry, LogLevel,
-    LogSource, MachineConfigDocument, MemberRemoved, MemberRole, MemberState, NetworkState,
-    NodeInfo, PowerResponse, TokenInfo, TokenList, TokenState, VersionInfo,
+    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken,
+    IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind, KvList, KvWritten, LogEntry,
+    LogLevel, LogSource, MachineConfigDocument, MemberRemoved, MemberRole, MemberState,
+    NetworkState, NodeInfo, PowerResponse, RestoreResponse, TokenInfo, TokenList, TokenState,
+    VersionInfo,
 };
 use serde::Serialize;
 
@@ -571,6 +572,26 @@ pub fn token_revoked(token: &TokenInfo) -> String {
         token.id,
         token_state_name(token.state),
         token.used
+    )
+}
+
+/// `cairn cluster snapshot save`.
+pub fn backup_saved(backup: &ClusterBackup, file: &std::path::Path) -> String {
+    format!(
+        "saved cluster {} at revision {} ({} members, taken from {}) to {}\n",
+        backup.cluster_name,
+        backup.revision,
+        backup.members.len(),
+        backup.taken_from,
+        file.display()
+    )
+}
+
+/// `cairn cluster snapshot restore`.
+pub fn restored(restored: &RestoreResponse) -> String {
+    format!(
+        "restored revision {}; {} is the one voter of a new cluster: reset the other nodes and join them again\n",
+        restored.revision, restored.node_name
     )
 }
 

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog,
-    KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten,
-    LogEntry, LogQuery, MachineConfigDocument, MemberRemoved, NetworkState, NodeInfo,
-    PowerResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
+    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
+    ClusterStatus, CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
+    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberRemoved,
+    NetworkState, NodeInfo, PowerResponse, RestoreRequest, RestoreResponse, TokenCreateRequest,
+    TokenInfo, TokenList, VersionInfo,
 };
 use clap::CommandFactory;
 use cluster::join::token::JoinToken;
@@ -21,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::{
     CertCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, InitArgs, IssueArgs,
-    JoinArgs, KvCommand, LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs, TokenCommand,
+    JoinArgs, KvCommand, LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs, SnapshotCommand,
+    TokenCommand,
 };
 use crate::client::{Call, NodeClient, RequestError};
 use crate::config::{self, CliConfig, Context, ContextName};
@@ -92,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(&globals, args).await,
         Command::Cluster(ClusterCommand::Status) => cluster_status(&globals).await,
         Command::Cluster(ClusterCommand::Token(command)) => token(&globals, command).await,
+        Command::Cluster(ClusterCommand::Snapshot(command)) => snapshot(&globals, command).await,
         Command::Node(command) => node(&globals, command).await,
         Command::Kv(command) => kv(&globals, command).await,
         Command::Cert(CertCommand::Issue(args)) => cert_issue(&globals, args).await,
@@ -490,6 +493,60 @@ async fn token(globals: &Globals, command: TokenCommand) -> Result<(), CommandEr
             print(format, &info, output::token_revoked)
         }
     }
+}
+
+/// How long a backup or a restore may take: the store can be tens of
+/// megabytes.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn snapshot(globals: &Globals, command: SnapshotCommand) -> Result<(), CommandError> {
+    let (mut client, trust) = connect(globals)?;
+    client.set_request_timeout(SNAPSHOT_TIMEOUT);
+    let fail = request_error(&trust);
+    match command {
+        SnapshotCommand::Save { file } => {
+            let backup: ClusterBackup = client
+                .call("cluster_backup", None::<&()>)
+                .await
+                .map_err(&fail)?;
+            let mut text = output::json(&backup);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            write_new_private(&file, text.as_bytes())?;
+            print(globals.format, &backup, |b| output::backup_saved(b, &file))
+        }
+        SnapshotCommand::Restore { file, force } => {
+            let path = file.display().to_string();
+            let text = read_input(&path)?;
+            let backup: ClusterBackup = serde_json::from_str(&text).map_err(|e| {
+                CommandError::Usage(format!(
+                    "{path} is not a backup written by `cairn cluster snapshot save`: {e}"
+                ))
+            })?;
+            let restored: RestoreResponse = client
+                .call("cluster_restore", Some(&RestoreRequest { backup, force }))
+                .await
+                .map_err(&fail)?;
+            print(globals.format, &restored, output::restored)
+        }
+    }
+}
+
+/// Writes a new file readable by its owner only, synced; an existing file
+/// is an error, not overwritten.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|source| CommandError::WriteOutput {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 async fn kv(globals: &Globals, command: KvCommand) -> Result<(), CommandError> {

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use api::types::{
-    BootInfo, BootstrapRequest, BootstrapResponse, ClusterInfo, ClusterStatus, CreatedToken,
-    IssuedCertificate, JoinRequest, JoinResponse, KvEvent, KvEventKind, KvKeyQuery, KvList,
-    KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry, LogLevel, LogSource,
-    MemberRemoved, MemberRole, MemberState, MemberStatus, NodeInfo, TokenCreateRequest, TokenInfo,
-    TokenList, TokenState, VersionInfo,
+    BootInfo, BootstrapRequest, BootstrapResponse, ClusterBackup, ClusterInfo, ClusterStatus,
+    CreatedToken, IssuedCertificate, JoinRequest, JoinResponse, KvEvent, KvEventKind, KvKeyQuery,
+    KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry, LogLevel,
+    LogSource, MemberRemoved, MemberRole, MemberState, MemberStatus, NodeInfo, RestoreRequest,
+    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, TokenState, VersionInfo,
 };
 use api::{ApiError, ErrorCode, Timestamp};
 use axum::Router;
@@ -61,6 +61,8 @@ struct NodeState {
     kv: Mutex<FakeKv>,
     /// The last kv write request, as the node decoded it.
     last_put: Mutex<Option<KvPutRequest>>,
+    /// The last restore request.
+    last_restore: Mutex<Option<RestoreRequest>>,
     /// The last kv delete query, as the node decoded it.
     last_delete: Mutex<Option<KvKeyQuery>>,
     /// Released by the test to let a watch send the changes made since it
@@ -626,6 +628,38 @@ async fn token_create(State(state): State<Arc<NodeState>>, body: Bytes) -> Respo
     )
 }
 
+fn fake_backup(state: &NodeState) -> ClusterBackup {
+    ClusterBackup {
+        cluster_name: "lab".to_owned(),
+        ca_hash: state.ca.fingerprint().to_string(),
+        revision: 42,
+        taken_at: Timestamp::from_unix(1_700_000_000).expect("a time"),
+        taken_from: "n1".to_owned(),
+        members: Vec::new(),
+        sha256: "00".repeat(32),
+        data: "AAEC".to_owned(),
+    }
+}
+
+async fn backup(State(state): State<Arc<NodeState>>) -> Response {
+    json_response(StatusCode::OK, &fake_backup(&state))
+}
+
+async fn restore(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<RestoreRequest>(&body) else {
+        return refuse(ErrorCode::BadRequest, "bad restore request");
+    };
+    let revision = request.backup.revision;
+    *state.last_restore.lock().expect("lock") = Some(request);
+    json_response(
+        StatusCode::OK,
+        &RestoreResponse {
+            node_name: "n1".to_owned(),
+            revision,
+        },
+    )
+}
+
 fn token_info(id: &str, state: TokenState) -> TokenInfo {
     TokenInfo {
         id: id.to_owned(),
@@ -717,6 +751,7 @@ impl FakeNode {
             connections: AtomicUsize::new(0),
             kv: Mutex::new(FakeKv::default()),
             last_put: Mutex::new(None),
+            last_restore: Mutex::new(None),
             last_delete: Mutex::new(None),
             release_watch: Notify::new(),
             leader_address: Mutex::new(String::new()),
@@ -751,6 +786,8 @@ impl FakeNode {
                     .route("/v1/cluster/tokens/{id}/revoke", post(token_revoke))
                     .route("/v1/cluster/members/{name}", delete(member_remove))
                     .route("/v1/cluster/join", post(join))
+                    .route("/v1/cluster/backup", get(backup))
+                    .route("/v1/cluster/restore", post(restore))
                     .with_state(server_state.clone());
                 let listener = TlsListener {
                     tcp,
@@ -1587,5 +1624,63 @@ fn node_remove_names_the_member_in_the_path_and_a_missing_one_exits_7() {
     assert_eq!(
         text(&out.stderr),
         "cairn: no member is named ghost (`cairn cluster status` lists the members)\n"
+    );
+}
+
+#[test]
+fn a_snapshot_is_saved_private_never_over_a_file_and_restored_as_saved() {
+    use std::os::unix::fs::PermissionsExt;
+    let (node, ws) = member_workspace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.json");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let said = success(&ws.run(&["cluster", "snapshot", "save", file_arg]));
+    assert!(
+        said.starts_with("saved cluster lab at revision 42"),
+        "{said}"
+    );
+    let mode = std::fs::metadata(&file)
+        .expect("saved")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let saved: ClusterBackup =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("a backup");
+    assert_eq!(saved, fake_backup(&node.state));
+
+    let again = ws.run(&["cluster", "snapshot", "save", file_arg]);
+    assert!(!again.status.success(), "an existing file is not replaced");
+    assert!(
+        text(&again.stderr).contains("backup.json"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let said = success(&ws.run(&["cluster", "snapshot", "restore", file_arg, "--force"]));
+    assert!(said.contains("restored revision 42"), "{said}");
+    let sent = node
+        .state
+        .last_restore
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a restore");
+    assert_eq!(sent.backup, saved);
+    assert!(sent.force);
+
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{}").expect("write");
+    let out = ws.run(&[
+        "cluster",
+        "snapshot",
+        "restore",
+        junk.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a backup"),
+        "{}",
+        text(&out.stderr)
     );
 }

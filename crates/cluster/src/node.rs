@@ -62,6 +62,15 @@ pub enum StoreError {
     Stopped,
 }
 
+/// The whole store as this member has applied it, encoded: a backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The store revision it holds.
+    pub revision: u64,
+    /// [`StoreState::encode`] of it.
+    pub data: Vec<u8>,
+}
+
 /// What a linearizable read asks for.
 #[derive(Clone, Debug)]
 pub enum Query {
@@ -106,6 +115,9 @@ enum Request {
     ReadLocal {
         query: Query,
         reply: oneshot::Sender<ReadResult>,
+    },
+    Export {
+        reply: oneshot::Sender<Export>,
     },
     History {
         prefix: String,
@@ -162,6 +174,15 @@ pub enum Start {
     Bootstrap(Member),
     /// Restart from the log on disk.
     Open,
+    /// Create a new cluster whose only voter is this member and whose
+    /// store starts as a backup (encoded [`StoreState`]); when the log
+    /// already holds one (a restart), open it instead.
+    Restore {
+        /// This member's directory entry.
+        member: Member,
+        /// The backup.
+        state: StoreState,
+    },
     /// Join with an empty log: the cluster's members (as the join answer
     /// listed them) are reachable at once, and the leader catches this
     /// member up with a snapshot. After a restart the log is opened and
@@ -185,6 +206,7 @@ impl std::fmt::Debug for Request {
             Self::Membership { .. } => "Membership",
             Self::Members { .. } => "Members",
             Self::ReadLocal { .. } => "ReadLocal",
+            Self::Export { .. } => "Export",
             Self::History { .. } => "History",
             Self::TransferLeader { .. } => "TransferLeader",
         })
@@ -208,8 +230,16 @@ pub fn start(
     let mut initial_peers = Vec::new();
     let replica = match how {
         // The same start after a restart finds the log it made.
-        Start::Bootstrap(_) if !store.is_empty() => {
+        Start::Bootstrap(_) | Start::Restore { .. } if !store.is_empty() => {
             Replica::open(config, store, &log).map_err(StartError::Replica)?
+        }
+        Start::Restore { member, state } => {
+            let mut replica = Replica::bootstrap_from(config, store, state, member, &log)
+                .map_err(StartError::Replica)?;
+            if let Err(error) = replica.campaign() {
+                tracing::warn!(%error, "first campaign failed; the election timeout will retry");
+            }
+            replica
         }
         Start::Bootstrap(member) => {
             let mut replica =
@@ -307,6 +337,17 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::ReadLocal { query, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// The store as this member has applied it, for a backup. Precede it
+    /// with a linearizable read to include every acknowledged write.
+    pub async fn export(&self) -> Result<Export, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Export { reply })
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)
@@ -474,6 +515,13 @@ impl Shell {
             }
             Request::ReadLocal { query, reply } => {
                 drop(reply.send(answer(self.replica.state(), &query)));
+            }
+            Request::Export { reply } => {
+                let state = self.replica.state();
+                drop(reply.send(Export {
+                    revision: state.revision(),
+                    data: state.encode(),
+                }));
             }
             Request::Read { query, reply } => {
                 let id = self.next_id();

@@ -650,3 +650,44 @@ async fn further_routes_share_the_peer_port_and_see_the_calling_node() {
     assert!(answer.ends_with("node-5"), "{answer}");
     transport.shutdown().await;
 }
+
+/// The SHA-256 of the certificate a new connection to `addr` is shown.
+async fn presented(ca: &CertificateAuthority, addr: SocketAddr) -> cluster::pki::Fingerprint {
+    let client = cluster::pki::tls::client_config(ca.cert_der(), &node_cert(ca, "node-9"))
+        .expect("client config");
+    let tls = raw_tls(addr, client).await.expect("handshake");
+    let chain = tls.get_ref().1.peer_certificates().expect("a chain");
+    cluster::pki::Fingerprint::of_der(&chain[0])
+}
+
+fn fingerprint_of(cert: &IssuedCert) -> cluster::pki::Fingerprint {
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("pem");
+    cluster::pki::Fingerprint::of_der(&der)
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_presented_from_the_next_handshake_and_messages_still_flow() {
+    let ca = new_ca();
+    let mut nodes = mesh(&ca, &[1, 2]).await;
+    let addr = nodes[0].transport.local_addr();
+    let before = presented(&ca, addr).await;
+    let renewed = node_cert(&ca, "node-1");
+    nodes[0]
+        .transport
+        .replace_tls(TransportTls::new(ca.cert_der(), &renewed).expect("tls"));
+    let after = presented(&ca, addr).await;
+    assert_eq!(after, fingerprint_of(&renewed));
+    assert_ne!(after, before);
+    nodes[1].transport.send(append(2, 1, 7));
+    nodes[0].transport.send(append(1, 2, 8));
+    assert_eq!(
+        next_message(&mut nodes[0].inbox).await.map(|m| m.index),
+        Some(7)
+    );
+    assert_eq!(
+        next_message(&mut nodes[1].inbox).await.map(|m| m.index),
+        Some(8)
+    );
+}

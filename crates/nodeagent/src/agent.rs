@@ -27,6 +27,7 @@ use crate::apiserver::{self, ApiOptions, ServerState};
 use crate::config::source::{ConfigLoadError, Discovered, FetchPolicy, HttpUrl, discover, fetch};
 use crate::config::{ActiveConfig, ConfigOrigin, ConfigPaths, ConfigReport, parse};
 use crate::error_chain;
+use crate::health::metrics::ClusterSample;
 use crate::health::{self, HealthState, Liveness};
 use crate::journal::{self, Journal};
 use crate::member::MemberOptions;
@@ -307,6 +308,7 @@ async fn run_api(
     active: watch::Sender<ActiveConfig>,
     report: watch::Sender<ConfigReport>,
     journal: Option<Journal>,
+    cluster_metrics: watch::Sender<Option<ClusterSample>>,
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
@@ -352,6 +354,7 @@ async fn run_api(
             if let Err(e) = state.resume_member().await {
                 tracing::error!("the raft member did not start: {}", error_chain(&e));
             }
+            state.join_from_config().await;
             std::future::pending::<()>().await;
         }
     };
@@ -382,11 +385,24 @@ async fn run_api(
             std::future::pending::<()>().await;
         }
     };
+    // The health port's view of the member, refreshed once a second.
+    let sampling = {
+        let state = Arc::clone(&state);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let sample = state.running_member().and_then(|m| m.sample());
+                cluster_metrics.send_replace(sample);
+            }
+        }
+    };
     tokio::select! {
         () = apiserver::serve(listener, Arc::clone(&state), &mut stop) => {}
         () = renewals => {}
         () = reannounce => {}
         () = resume => {}
+        () = sampling => {}
     }
     if tokio::time::timeout(MEMBER_STOP_TIMEOUT, state.stop_member())
         .await
@@ -465,11 +481,13 @@ pub async fn run_until(
             source,
         })?;
     tracing::info!(addr = %options.health_addr, "health server listening");
+    let (cluster_tx, cluster_rx) = watch::channel(None);
     let state = HealthState {
         liveness: Arc::clone(&liveness),
         network: network.status(),
         config: report_rx,
         proc_root: options.proc_root.clone(),
+        cluster: cluster_rx,
     };
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
@@ -509,6 +527,7 @@ pub async fn run_until(
         active_tx.clone(),
         report_tx.clone(),
         options.journal.clone(),
+        cluster_tx,
         async move {
             let _ = api_stopped.await;
         },

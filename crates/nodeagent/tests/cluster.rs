@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use api::ErrorCode;
 use api::types::{
-    BootstrapResponse, ClusterStatus, CreatedToken, JoinResponse, KvList, KvRecord, KvWritten,
-    MemberRemoved, MemberRole, MemberState, TokenInfo, TokenList, TokenState,
+    BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, JoinResponse, KvList, KvRecord,
+    KvWritten, MemberRemoved, MemberRole, MemberState, RestoreResponse, TokenInfo, TokenList,
+    TokenState,
 };
 use nix::sched::{CloneFlags, unshare};
 use nodeagent::agent::AgentOptions;
@@ -57,7 +58,12 @@ struct Agent {
 
 impl Agent {
     fn start(i: u8, dir: &Path) -> Self {
-        let options = options(i, dir);
+        Self::start_with(i, dir, "")
+    }
+
+    /// An agent whose machine config also has `extra` (TOML).
+    fn start_with(i: u8, dir: &Path, extra: &str) -> Self {
+        let options = options(i, dir, extra);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             unshare(CloneFlags::CLONE_NEWUTS).unwrap();
@@ -99,7 +105,7 @@ impl Drop for Agent {
     }
 }
 
-fn options(i: u8, dir: &Path) -> AgentOptions {
+fn options(i: u8, dir: &Path, extra: &str) -> AgentOptions {
     let node = dir.join(format!("n{i}"));
     let state = node.join("state");
     std::fs::create_dir_all(node.join("sys")).unwrap();
@@ -108,7 +114,7 @@ fn options(i: u8, dir: &Path) -> AgentOptions {
     std::fs::write(
         state.join("config.toml"),
         format!(
-            "[node]\nhostname = \"n{i}\"\n\n[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\ngrace = \"{GRACE}\"\nfailure-domain = \"rack-{i}\"\n"
+            "[node]\nhostname = \"n{i}\"\n\n[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\ngrace = \"{GRACE}\"\nfailure-domain = \"rack-{i}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -206,6 +212,21 @@ async fn put(client: &Client, key: &str, value: &str, if_revision: Option<u64>) 
         .await
 }
 
+/// The health port's `/metrics` of node `i`, as text.
+async fn health_metrics(i: u8) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(format!("127.0.0.{i}:7480"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
 fn encoded(key: &str) -> String {
     key.bytes()
         .map(|b| {
@@ -228,28 +249,7 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
             for i in 1..=4 {
                 wait_for_api(&Client::maintenance(&api(i))).await;
             }
-            let key = csr("alice");
-            let boot: BootstrapResponse = Client::maintenance(&api(1))
-                .json(
-                    "POST",
-                    "/v1/cluster/bootstrap",
-                    Some(&json!({
-                        "setup_token": SETUP_TOKEN,
-                        "cluster_name": "lab",
-                        "admin_name": "alice",
-                        "admin_csr_pem": key.csr_pem,
-                    })),
-                )
-                .await;
-            let admin = Client::member(
-                &api(1),
-                &boot.admin.ca_pem,
-                Some(&with_key(&boot.admin, &key)),
-            );
-            wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
-                s.leader.as_deref() == Some("n1")
-            })
-            .await;
+            let admin = bootstrap_first("lab").await;
 
             // Tokens: one for two nodes, one revoked, one for the stand-by.
             let pair: CreatedToken = admin
@@ -295,6 +295,21 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
             })
             .await;
             assert_eq!(status.name, "lab");
+            // The health port samples the member once a second.
+            let wanted = [
+                "cairn_raft_has_leader 1",
+                "cairn_raft_voters 3",
+                "cairn_raft_learners 0",
+            ];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let metrics = health_metrics(2).await;
+                if wanted.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{wanted:?} in:\n{metrics}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
 
             // Bad joins, each refused for its own reason, none admitted.
             let (status, text) = join(4, &pair).await;
@@ -465,5 +480,202 @@ fn nodes_join_with_tokens_share_one_store_and_the_cluster_heals_its_voters() {
         for agent in &mut agents {
             agent.stop();
         }
+    });
+}
+
+#[test]
+fn a_node_with_a_join_section_in_its_machine_config_joins_on_its_own() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Agent::start(1, dir.path());
+        let rt = runtime();
+        let (admin, token) = rt.block_on(async {
+            let admin = bootstrap_first("cairn").await;
+            let token: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 1})))
+                .await;
+            (admin, token)
+        });
+        let join = format!(
+            "\n[cluster.join]\nendpoint = \"{}\"\ntoken = \"{}\"\nca-hash = \"{}\"\n",
+            api(1),
+            token.token,
+            token.ca_hash
+        );
+        let mut second = Agent::start_with(2, dir.path(), &join);
+        rt.block_on(async {
+            // Two members keep one voter: an even count adds no tolerance.
+            let status = wait_for_status(
+                &admin,
+                "n2 to join by itself",
+                Duration::from_secs(60),
+                |s| {
+                    s.members.iter().any(|m| {
+                        m.name == "n2" && m.state == MemberState::Ready && m.lag == Some(0)
+                    })
+                },
+            )
+            .await;
+            assert_eq!(voters(&status), ["n1"]);
+            assert_eq!(role_of(&status, "n2"), Some(MemberRole::Learner));
+            // Its shown config does not reveal the token.
+            let shown: api::types::MachineConfigDocument =
+                admin.at(&api(2)).json("GET", "/v1/node/config", None).await;
+            assert!(!shown.toml.contains(&token.token), "{}", shown.toml);
+            assert!(
+                shown.redacted.contains(&"cluster.join.token".to_owned()),
+                "{shown:?}"
+            );
+        });
+        second.stop();
+        first.stop();
+    });
+}
+
+/// Bootstraps n1 as the first member of cluster `name`, waits until it
+/// leads, and returns its admin client.
+async fn bootstrap_first(name: &str) -> Client {
+    wait_for_api(&Client::maintenance(&api(1))).await;
+    let key = csr("alice");
+    let boot: BootstrapResponse = Client::maintenance(&api(1))
+        .json(
+            "POST",
+            "/v1/cluster/bootstrap",
+            Some(&json!({
+                "setup_token": SETUP_TOKEN,
+                "cluster_name": name,
+                "admin_name": "alice",
+                "admin_csr_pem": key.csr_pem,
+            })),
+        )
+        .await;
+    let admin = Client::member(
+        &api(1),
+        &boot.admin.ca_pem,
+        Some(&with_key(&boot.admin, &key)),
+    );
+    wait_for_status(&admin, "n1 to lead", Duration::from_secs(20), |s| {
+        s.leader.as_deref() == Some("n1")
+    })
+    .await;
+    admin
+}
+
+#[test]
+fn a_backup_restores_the_store_on_a_survivor_after_quorum_is_lost() {
+    in_fresh_netns(|| {
+        common::ip("link set lo up");
+        let dir = tempfile::tempdir().unwrap();
+        let mut agents: Vec<Agent> = (1..=3).map(|i| Agent::start(i, dir.path())).collect();
+        let rt = runtime();
+        let admin = rt.block_on(async {
+            let admin = bootstrap_first("cairn").await;
+            let token: CreatedToken = admin
+                .json("POST", "/v1/cluster/tokens", Some(&json!({"uses": 2})))
+                .await;
+            for node in [2, 3] {
+                wait_for_api(&Client::maintenance(&api(node))).await;
+                let (status, text) = join(node, &token).await;
+                assert_eq!(status, 200, "n{node} joins: {text}");
+            }
+            wait_for_status(&admin, "three voters", Duration::from_secs(60), |s| {
+                voters(s) == ["n1", "n2", "n3"]
+            })
+            .await;
+            for i in 0..20 {
+                let (status, text) = put(
+                    &admin.at(&api(2)),
+                    &format!("site/{i}"),
+                    &format!("v{i}"),
+                    None,
+                )
+                .await;
+                assert_eq!(status, 200, "{text}");
+            }
+            let backup: ClusterBackup = admin.json("GET", "/v1/cluster/backup", None).await;
+            assert_eq!(backup.members.len(), 3);
+
+            // While the cluster lives, a restore would split it.
+            let (status, text) = admin
+                .call(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": backup})),
+                )
+                .await;
+            assert_eq!(
+                error_of(status, &text).code,
+                ErrorCode::AlreadyMember,
+                "{text}"
+            );
+            let mut damaged = backup.clone();
+            damaged.sha256 = "0".repeat(64);
+            let (status, text) = admin
+                .call(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": damaged, "force": true})),
+                )
+                .await;
+            let error = error_of(status, &text);
+            assert_eq!(error.code, ErrorCode::BadRequest);
+            assert!(error.message.contains("damaged"), "{}", error.message);
+
+            // Two of three voters gone for good: no quorum, no leader.
+            agents[1].stop();
+            agents[2].stop();
+            wait_for_status(
+                &admin,
+                "n1 to lose its leader",
+                Duration::from_secs(30),
+                |s| s.leader.is_none(),
+            )
+            .await;
+            let restored: RestoreResponse = admin
+                .json(
+                    "POST",
+                    "/v1/cluster/restore",
+                    Some(&json!({"backup": backup})),
+                )
+                .await;
+            assert_eq!(restored.node_name, "n1");
+            assert_eq!(restored.revision, backup.revision);
+            let status = wait_for_status(
+                &admin,
+                "the restored cluster to have a leader",
+                Duration::from_secs(30),
+                |s| s.leader.as_deref() == Some("n1"),
+            )
+            .await;
+            assert_eq!(voters(&status), ["n1"]);
+            assert_eq!(status.members.len(), 1);
+            let list: KvList = admin.json("GET", "/v1/kv?prefix=site%2F", None).await;
+            assert_eq!(list.records.len(), 20);
+            assert!(list.revision >= backup.revision);
+            let (status, text) = put(&admin, "after/restore", "yes", None).await;
+            assert_eq!(status, 200, "{text}");
+            let written: KvWritten = serde_json::from_str(&text).unwrap();
+            assert!(written.revision > backup.revision, "revisions continue");
+            admin
+        });
+        // The restored member restarts from its own log, not the backup.
+        agents[0].stop();
+        let mut again = Agent::start(1, dir.path());
+        rt.block_on(async {
+            wait_for_api(&admin).await;
+            wait_for_status(
+                &admin,
+                "the restarted member to lead",
+                Duration::from_secs(30),
+                |s| s.leader.as_deref() == Some("n1"),
+            )
+            .await;
+            let record: KvRecord = admin
+                .json("GET", "/v1/kv/entry?key=after%2Frestore", None)
+                .await;
+            assert_eq!(record.value, "yes");
+        });
+        again.stop();
     });
 }

@@ -226,3 +226,51 @@ pub struct MemberRemoved {
     /// Raft id.
     pub id: u64,
 }
+
+/// `GET /v1/cluster/backup`: the whole store, for disaster recovery. Save
+/// it as it is (`cairn cluster snapshot save FILE`); it is what
+/// `POST /v1/cluster/restore` takes back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterBackup {
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Fingerprint of the cluster CA: a backup restores only into a node
+    /// of the same cluster.
+    pub ca_hash: String,
+    /// The store revision it holds (every write acknowledged before the
+    /// backup started is in it).
+    pub revision: u64,
+    /// When it was taken.
+    pub taken_at: Timestamp,
+    /// The node that took it.
+    pub taken_from: String,
+    /// The members at the time.
+    pub members: Vec<MemberRecord>,
+    /// SHA-256 of the decoded data, hex.
+    pub sha256: String,
+    /// The encoded store, base64.
+    pub data: String,
+}
+
+/// `POST /v1/cluster/restore`: make this node a new one-voter cluster
+/// holding a backup, when the old cluster lost its quorum for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The backup, as `GET /v1/cluster/backup` returned it.
+    pub backup: ClusterBackup,
+    /// Restore even though this node still sees a leader (the cluster it
+    /// belongs to is alive: restoring splits it).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer to [`RestoreRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestoreResponse {
+    /// The node now leading the restored cluster.
+    pub node_name: String,
+    /// The store revision restored.
+    pub revision: u64,
+}

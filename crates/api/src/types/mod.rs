@@ -15,9 +15,9 @@ mod cluster;
 mod kv;
 
 pub use cluster::{
-    ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest, MemberRecord,
-    MemberRemoved, MemberRole, MemberState, MemberStatus, TokenCreateRequest, TokenInfo, TokenList,
-    TokenState,
+    ClusterBackup, ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest,
+    MemberRecord, MemberRemoved, MemberRole, MemberState, MemberStatus, RestoreRequest,
+    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, TokenState,
 };
 pub use kv::{
     KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,

@@ -311,15 +311,28 @@ impl Replica {
     /// from the same state by receiving it.
     pub fn bootstrap(
         config: ReplicaConfig,
+        store: LogStore,
+        member: Member,
+        logger: &slog::Logger,
+    ) -> Result<Self, ReplicaError> {
+        Self::bootstrap_from(config, store, StoreState::default(), member, logger)
+    }
+
+    /// Creates a one-voter cluster whose store starts as `state` (a backup
+    /// of a cluster that lost quorum for good), with `member` as the only
+    /// entry of its member directory. Revisions continue from the
+    /// backup's, so watchers never see one go backwards.
+    pub fn bootstrap_from(
+        config: ReplicaConfig,
         mut store: LogStore,
+        mut state: StoreState,
         member: Member,
         logger: &slog::Logger,
     ) -> Result<Self, ReplicaError> {
         if !store.is_empty() {
             return Err(ReplicaError::NotEmpty);
         }
-        let mut state = StoreState::default();
-        state.set_member(member.clone());
+        state.replace_members(member.clone());
         let mut snapshot = Snapshot::default();
         snapshot.set_data(state.encode().into());
         let meta = snapshot.mut_metadata();

@@ -263,6 +263,13 @@ impl StoreState {
         self.members.insert(member.id, member);
     }
 
+    /// Makes `member` the only entry of the directory (a restore from
+    /// backup starts a new cluster of one).
+    pub fn replace_members(&mut self, member: Member) {
+        self.members.clear();
+        self.set_member(member);
+    }
+
     /// Forgets a member.
     pub fn remove_member(&mut self, id: u64) -> Option<Member> {
         self.members.remove(&id)

@@ -273,7 +273,9 @@ pub struct Transport {
 #[derive(Debug)]
 struct Shared {
     own_id: u64,
-    tls: TransportTls,
+    /// Replaced when the node certificate is renewed; each handshake takes
+    /// the one in force.
+    tls: RwLock<TransportTls>,
     events: mpsc::Sender<Inbound>,
     counters: Counters,
     directory: RwLock<PeerDirectory>,
@@ -281,6 +283,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn tls(&self) -> TransportTls {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Delivers a snapshot report without awaiting and without losing it:
     /// if the Raft loop's channel is full right now, a task waits for room.
     fn report_snapshot_now(&self, to: u64, ok: bool) {
@@ -398,7 +407,7 @@ impl Transport {
         let local_addr = listener.local_addr().map_err(TransportError::LocalAddr)?;
         let shared = Arc::new(Shared {
             own_id,
-            tls,
+            tls: RwLock::new(tls),
             events,
             counters: Counters::default(),
             directory: RwLock::new(PeerDirectory::new()),
@@ -422,10 +431,26 @@ impl Transport {
         tracing::info!(
             addr = %local_addr,
             own_id,
-            node = %transport.inner.shared.tls.own_name(),
+            node = %transport.inner.shared.tls().own_name(),
             "peer transport listening"
         );
         Ok(transport)
+    }
+
+    /// Takes a renewed node certificate: handshakes from now on, in both
+    /// directions, present it; streams already open stay as they are.
+    pub fn replace_tls(&self, tls: TransportTls) {
+        let shared = &self.inner.shared;
+        let mut current = shared.tls.write().unwrap_or_else(PoisonError::into_inner);
+        if current.own_name() != tls.own_name() {
+            tracing::warn!(
+                old = %current.own_name(),
+                new = %tls.own_name(),
+                "the peer port's certificate now names another node; peers expect the name they know"
+            );
+        }
+        *current = tls;
+        tracing::info!("peer port certificate replaced");
     }
 
     /// The address the peer port is bound to.

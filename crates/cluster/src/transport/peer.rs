@@ -195,7 +195,7 @@ impl PeerTask {
             .await
             .map_err(StreamError::Connect)?;
         tune(&tcp);
-        let connector = TlsConnector::from(self.shared.tls.client_config_for(&target.name));
+        let connector = TlsConnector::from(self.shared.tls().client_config_for(&target.name));
         // The verifier ignores this name and checks the node name instead.
         let tls = connector
             .connect(ServerName::from(target.addr.ip()), tcp)

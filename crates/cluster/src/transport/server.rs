@@ -121,7 +121,7 @@ fn tune_accepted(tcp: &TcpStream) {
 
 async fn serve_connection(tcp: TcpStream, remote: SocketAddr, shared: &Shared, app: Router) {
     tune_accepted(&tcp);
-    let acceptor = TlsAcceptor::from(shared.tls.server_config());
+    let acceptor = TlsAcceptor::from(shared.tls().server_config());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

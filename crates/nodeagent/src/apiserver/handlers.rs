@@ -66,6 +66,10 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         "token_revoke" => post(membership::token_revoke),
         "member_add" => post(membership::member_add),
         "member_remove" => delete(membership::member_remove),
+        "cluster_backup" => get(membership::backup),
+        "cluster_restore" => post(membership::restore).layer(axum::extract::DefaultBodyLimit::max(
+            membership::MAX_RESTORE_BYTES,
+        )),
         "kv_list" => get(kv::list),
         "kv_get" => get(kv::get),
         "kv_put" => put(kv::put),

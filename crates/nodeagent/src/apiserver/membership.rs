@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use api::types::{
-    BootstrapRequest, BootstrapResponse, ClusterStatus, CreatedToken, JoinRequest, JoinResponse,
-    MemberGrant, MemberJoinRequest, MemberRecord, MemberRemoved, MemberRole, MemberState,
-    MemberStatus, TokenCreateRequest, TokenInfo, TokenList, TokenState,
+    BootstrapRequest, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, JoinRequest,
+    JoinResponse, MemberGrant, MemberJoinRequest, MemberRecord, MemberRemoved, MemberRole,
+    MemberState, MemberStatus, RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo,
+    TokenList, TokenState,
 };
 use api::{ErrorCode, Timestamp};
 use axum::extract::{Path, State};
@@ -146,27 +147,12 @@ fn cluster_name_of(ca: &CertificateAuthority) -> String {
 
 /// This node's address as the cluster should know it.
 fn advertised(state: &ServerState) -> Result<IpAddr, Failure> {
-    crate::member::advertised_address(
-        state.options.addr.ip(),
-        &super::network_addresses(&state.network),
-    )
-    .ok_or_else(|| {
+    state.advertised_address().ok_or_else(|| {
         Failure::new(
             ErrorCode::Unavailable,
             "this node has no address to give the cluster yet (no DHCP lease or static address)",
         )
     })
-}
-
-fn domain(state: &ServerState) -> Option<String> {
-    state
-        .config
-        .borrow()
-        .config
-        .cluster
-        .failure_domain
-        .as_ref()
-        .map(|d| d.as_str().to_owned())
 }
 
 pub async fn bootstrap(
@@ -286,7 +272,7 @@ async fn become_member(
         node,
     }));
     state
-        .start_member(member_identity)
+        .start_member(member_identity, None)
         .await
         .map_err(|e| Failure::internal("starting the raft member", &e))
 }
@@ -318,7 +304,21 @@ pub async fn join(
             format!("ca_hash: {e} (expected sha256:<64 hex digits>)"),
         )
     })?;
-    let address = advertised(&state)?;
+    join_cluster(&state, &endpoint, &request.token, pinned)
+        .await
+        .map(Json)
+}
+
+/// Joins the cluster at `endpoint` with `token`, trusting it only if its
+/// CA is `pinned`: the work behind `POST /v1/cluster/join` and the
+/// machine config's `[cluster.join]`. The caller holds `changes`.
+async fn join_cluster(
+    state: &ServerState,
+    endpoint: &MemberEndpoint,
+    token: &str,
+    pinned: Fingerprint,
+) -> Result<JoinResponse, Failure> {
+    let address = advertised(state)?;
     let node_name = system::node_name();
     let names = identity::node_request(&node_name, &super::network_addresses(&state.network))
         .map_err(|e| Failure::internal("naming the node certificate", &e))?;
@@ -327,13 +327,13 @@ pub async fn join(
         .map_err(|e| Failure::internal("making the node key", &e))?
         .map_err(|e| Failure::internal("making the node key", &e))?;
     let ask = MemberJoinRequest {
-        token: request.token.clone(),
+        token: token.to_owned(),
         node_name: node_name.clone(),
         address,
         csr_pem: csr.csr_pem.clone(),
-        domain: domain(&state),
+        domain: state.failure_domain(),
     };
-    let grant = request_membership(&endpoint, pinned, &ask)
+    let grant = request_membership(endpoint, pinned, &ask)
         .await
         .map_err(|e| match &e {
             JoinCallError::CaMismatch(_) => Failure::new(ErrorCode::CaMismatch, e.to_string()),
@@ -370,18 +370,68 @@ pub async fn join(
     })
     .await
     .map_err(|e| Failure::internal("saving the join", &e))??;
-    become_member(&state, ca, node, &member_identity).await?;
+    become_member(state, ca, node, &member_identity).await?;
     tracing::info!(
         cluster = %grant.cluster_name,
         id = grant.member_id,
         via = %endpoint,
         "joined the cluster as a learner"
     );
-    Ok(Json(JoinResponse {
+    Ok(JoinResponse {
         node_name,
         cluster_name: grant.cluster_name,
         member_id: grant.member_id,
-    }))
+    })
+}
+
+/// First pause between zero-touch join attempts; it doubles up to
+/// [`JOIN_RETRY_MAX`].
+const JOIN_RETRY_FIRST: Duration = Duration::from_secs(5);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// Zero-touch join: while the node is in maintenance mode and its machine
+/// config has `[cluster.join]`, tries to join with it, backing off between
+/// attempts. Returns once the node is a member.
+pub async fn join_from_config(state: &ServerState) {
+    let mut pause = JOIN_RETRY_FIRST;
+    loop {
+        if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+            return;
+        }
+        let configured = state.config.borrow().config.cluster.join.clone();
+        if let Some(join) = configured {
+            let _changing = state.changes.lock().await;
+            if matches!(state.read_mode(|m| m.kind()), super::auth::NodeMode::Member) {
+                return;
+            }
+            let endpoint = join.endpoint.get().clone();
+            match join_cluster(
+                state,
+                &endpoint,
+                &join.token.get().to_string(),
+                join.ca_hash.get(),
+            )
+            .await
+            {
+                Ok(joined) => {
+                    tracing::info!(
+                        cluster = %joined.cluster_name,
+                        via = %endpoint,
+                        "joined the cluster named in the machine config"
+                    );
+                    return;
+                }
+                Err(failure) => tracing::warn!(
+                    via = %endpoint,
+                    retry_in_s = pause.as_secs(),
+                    "joining the cluster named in the machine config failed: {}",
+                    failure.error.message
+                ),
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
 }
 
 /// Checks a grant before anything of it is saved: the CA is the pinned
@@ -794,6 +844,137 @@ pub async fn status(State(state): Shared) -> Result<Json<ClusterStatus>, Failure
         commit: status.commit,
         applied: status.applied,
         members: out,
+    }))
+}
+
+pub async fn backup(State(state): Shared) -> Result<Json<ClusterBackup>, Failure> {
+    let member = replicated::running(&state)?;
+    let handle = member.handle();
+    // A linearizable read first: the export then holds every write
+    // acknowledged before this call.
+    replicated::read(
+        handle,
+        Query::List {
+            prefix: String::new(),
+            limit: 0,
+        },
+    )
+    .await?;
+    let export = handle
+        .export()
+        .await
+        .map_err(|e| replicated::store_failure(&e, false))?;
+    let members = handle
+        .members()
+        .await
+        .map_err(|e| replicated::store_failure(&e, false))?;
+    let (ca, _) = member_pki(&state)?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&export.data));
+    tracing::info!(
+        revision = export.revision,
+        bytes = export.data.len(),
+        "backup taken"
+    );
+    Ok(Json(ClusterBackup {
+        cluster_name: cluster_name_of(&ca),
+        ca_hash: ca.fingerprint().to_string(),
+        revision: export.revision,
+        taken_at: Timestamp::from_system(SystemTime::now()),
+        taken_from: system::node_name(),
+        members: members.iter().map(member_record).collect(),
+        sha256,
+        data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &export.data),
+    }))
+}
+
+/// The largest restore request: a backup of a store near its size limits.
+pub const MAX_RESTORE_BYTES: usize = 256 << 20;
+
+pub async fn restore(
+    State(state): Shared,
+    Extension(connection): Extension<Connection>,
+    JsonBody(request): JsonBody<RestoreRequest>,
+) -> Result<Json<RestoreResponse>, Failure> {
+    let _changing = state.changes.lock().await;
+    let backup = request.backup;
+    let (ca, _) = member_pki(&state)?;
+    if backup.ca_hash != ca.fingerprint().to_string() {
+        return Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "backup.ca_hash: the backup is of the cluster with CA {}, this node belongs to {}",
+                backup.ca_hash,
+                ca.fingerprint()
+            ),
+        ));
+    }
+    let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &backup.data)
+        .map_err(|e| {
+            Failure::new(
+                ErrorCode::BadRequest,
+                format!("backup.data: not base64: {e}"),
+            )
+        })?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    if sha256 != backup.sha256 {
+        return Err(Failure::new(
+            ErrorCode::BadRequest,
+            format!(
+                "backup.data: its SHA-256 is {sha256}, the backup says {}; the file is damaged",
+                backup.sha256
+            ),
+        ));
+    }
+    let restored = cluster::store::StoreState::decode(&data).map_err(|e| {
+        Failure::new(
+            ErrorCode::BadRequest,
+            format!("backup.data: {}", error_chain(&e)),
+        )
+    })?;
+    let member = replicated::running(&state)?;
+    let status = member
+        .handle()
+        .status()
+        .ok_or_else(|| replicated::store_failure(&cluster::node::StoreError::Stopped, false))?;
+    if status.leader != 0 && !request.force {
+        return Err(Failure::new(
+            ErrorCode::AlreadyMember,
+            "this node's cluster has a leader: it has not lost its quorum, and restoring here would split it; \
+             restore only when a majority of voters is gone for good (or pass force)",
+        ));
+    }
+    let own_id = member.id();
+    drop(member);
+    state.stop_member().await;
+    let identity = MemberIdentity {
+        id: own_id,
+        origin: Origin::Bootstrap,
+        peers: Vec::new(),
+    };
+    let member_options = state.options.member.clone();
+    let saved = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        clear_raft_dir(&member_options.raft_dir)?;
+        saved
+            .save(&member_options.identity_file)
+            .map_err(|e| Failure::internal("saving the member identity", &e))
+    })
+    .await
+    .map_err(|e| Failure::internal("restoring", &e))??;
+    let revision = backup.revision;
+    state
+        .start_member(&identity, Some(restored))
+        .await
+        .map_err(|e| Failure::internal("starting the restored member", &e))?;
+    tracing::warn!(
+        revision,
+        taken_at = %backup.taken_at,
+        by = connection.caller.name(),
+        "cluster restored from a backup; this node is the one voter of a new cluster, other nodes must join again"
+    );
+    Ok(Json(RestoreResponse {
+        node_name: system::node_name(),
+        revision,
     }))
 }
 

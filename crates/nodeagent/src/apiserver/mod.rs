@@ -341,37 +341,53 @@ impl ServerState {
             .clone()
     }
 
-    /// The voter policy from the machine config in force.
-    fn policy(&self) -> Policy {
-        let config = self.config.borrow();
-        Policy {
-            voters: config.config.cluster.voters.get(),
-            grace: config.config.cluster.grace(),
-            ..Policy::default()
-        }
+    /// The address this node gives the cluster.
+    fn advertised_address(&self) -> Option<IpAddr> {
+        crate::member::advertised_address(self.options.addr.ip(), &network_addresses(&self.network))
     }
 
-    /// Starts the Raft member of a node in member mode.
-    pub async fn start_member(&self, identity: &MemberIdentity) -> Result<(), MemberStartError> {
+    /// This node's failure domain from the machine config in force.
+    fn failure_domain(&self) -> Option<String> {
+        self.config
+            .borrow()
+            .config
+            .cluster
+            .failure_domain
+            .as_ref()
+            .map(|d| d.as_str().to_owned())
+    }
+
+    /// The voter policy of the machine config in force, read afresh on
+    /// every call.
+    fn policy_source(&self) -> crate::member::PolicySource {
+        let config = self.config.subscribe();
+        Arc::new(move || {
+            let config = config.borrow();
+            Policy {
+                voters: config.config.cluster.voters.get(),
+                grace: config.config.cluster.grace(),
+                ..Policy::default()
+            }
+        })
+    }
+
+    /// Starts the Raft member of a node in member mode; a bootstrapped
+    /// member with no log yet starts it from `restore` when given.
+    pub async fn start_member(
+        &self,
+        identity: &MemberIdentity,
+        restore: Option<cluster::store::StoreState>,
+    ) -> Result<(), MemberStartError> {
         let (ca, node) = self
             .read_mode(|mode| match mode {
                 Mode::Member(m) => Some((m.ca.cert_der().clone(), m.node.clone())),
                 Mode::Maintenance(_) => None,
             })
             .ok_or(MemberStartError::NotMember)?;
-        let address = crate::member::advertised_address(
-            self.options.addr.ip(),
-            &network_addresses(&self.network),
-        )
-        .ok_or(MemberStartError::NoAddress)?;
-        let domain = self
-            .config
-            .borrow()
-            .config
-            .cluster
-            .failure_domain
-            .as_ref()
-            .map(|d| d.as_str().to_owned());
+        let address = self
+            .advertised_address()
+            .ok_or(MemberStartError::NoAddress)?;
+        let domain = self.failure_domain();
         let me = crate::member::directory_entry(
             identity.id,
             &system::node_name(),
@@ -383,9 +399,10 @@ impl ServerState {
             &self.options.member,
             identity,
             me,
+            restore,
             &ca,
             &node,
-            self.policy(),
+            self.policy_source(),
         )
         .await
         .map_err(MemberStartError::Member)?;
@@ -418,7 +435,13 @@ impl ServerState {
         .await
         .map_err(MemberStartError::Task)?
         .map_err(MemberStartError::Identity)?;
-        self.start_member(&loaded).await
+        self.start_member(&loaded, None).await
+    }
+
+    /// Joins the cluster named by the machine config's `[cluster.join]`,
+    /// retrying until the node is a member; returns at once on a member.
+    pub async fn join_from_config(&self) {
+        membership::join_from_config(self).await;
     }
 
     /// Stops the Raft member (a leader hands over first).
@@ -498,6 +521,14 @@ impl ServerState {
                 return;
             }
         };
+        if let Some(member) = self.running_member()
+            && let Err(e) = member.renew_peer_tls(ca.cert_der(), &node)
+        {
+            tracing::error!(
+                "the peer port keeps its old certificate: {}",
+                error_chain(&e)
+            );
+        }
         match identity::member_tls(ca.cert_der(), &node) {
             Ok((tls, verifier)) => {
                 self.set_mode(Mode::Member(Member {
@@ -722,8 +753,17 @@ async fn authorize_request(
         .ok_or_else(|| Failure::new(ErrorCode::Internal, "request without connection state"))?;
     let mode = state.read_mode(Mode::kind);
     auth::authorize(route, mode, &connection.caller)?;
-    if route.method.is_mutating() {
+    // Every change to the node or the cluster is audited in the log;
+    // writes of operators' data are too many for that.
+    if route.method.is_mutating() && !route.is_data() {
         tracing::info!(
+            operation = route.operation,
+            caller = connection.caller.name(),
+            peer = %connection.peer,
+            "api call"
+        );
+    } else if route.method.is_mutating() {
+        tracing::debug!(
             operation = route.operation,
             caller = connection.caller.name(),
             peer = %connection.peer,
@@ -872,7 +912,9 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use api::types::{
-        ApplyConfigRequest, BootstrapRequest, IssueCertificateRequest, JoinRequest, LogQuery,
+        ApplyConfigRequest, BootstrapRequest, IssueCertificateRequest, JoinRequest, KvKeyQuery,
+        KvListQuery, KvPutRequest, KvWatchQuery, LogQuery, MemberGrant, MemberJoinRequest,
+        RestoreRequest, TokenCreateRequest,
     };
     use proptest::prelude::*;
     use serde_json::{Value, json};
@@ -909,6 +951,18 @@ mod tests {
         }
     }
 
+    fn every_request_parser(bytes: &[u8]) {
+        refused_cleanly::<BootstrapRequest>(bytes);
+        refused_cleanly::<JoinRequest>(bytes);
+        refused_cleanly::<ApplyConfigRequest>(bytes);
+        refused_cleanly::<IssueCertificateRequest>(bytes);
+        refused_cleanly::<MemberJoinRequest>(bytes);
+        refused_cleanly::<KvPutRequest>(bytes);
+        refused_cleanly::<TokenCreateRequest>(bytes);
+        refused_cleanly::<RestoreRequest>(bytes);
+        refused_cleanly::<MemberGrant>(bytes);
+    }
+
     #[test]
     fn a_bad_field_is_named_in_the_refusal() {
         let failure = parse_body::<IssueCertificateRequest>(
@@ -929,19 +983,35 @@ mod tests {
     proptest! {
         #[test]
         fn request_body_parsers_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            refused_cleanly::<BootstrapRequest>(&bytes);
-            refused_cleanly::<JoinRequest>(&bytes);
-            refused_cleanly::<ApplyConfigRequest>(&bytes);
-            refused_cleanly::<IssueCertificateRequest>(&bytes);
+            every_request_parser(&bytes);
         }
 
         #[test]
         fn request_body_parsers_never_panic_on_json(value in any_json()) {
-            let bytes = value.to_string().into_bytes();
-            refused_cleanly::<BootstrapRequest>(&bytes);
-            refused_cleanly::<JoinRequest>(&bytes);
-            refused_cleanly::<ApplyConfigRequest>(&bytes);
-            refused_cleanly::<IssueCertificateRequest>(&bytes);
+            every_request_parser(&value.to_string().into_bytes());
+        }
+
+        #[test]
+        fn cluster_request_parsers_never_panic_on_request_shaped_json(
+            member in shaped(&["token", "node_name", "address", "csr_pem", "domain"]),
+            put in shaped(&["key", "value", "if_revision"]),
+            token in shaped(&["ttl_s", "uses", "description"]),
+            restore in shaped(&["backup", "force"]),
+            grant in shaped(&["member_id", "cluster_name", "node_cert_pem", "ca_pem", "ca_key_pem", "members"]),
+        ) {
+            refused_cleanly::<MemberJoinRequest>(member.to_string().as_bytes());
+            refused_cleanly::<KvPutRequest>(put.to_string().as_bytes());
+            refused_cleanly::<TokenCreateRequest>(token.to_string().as_bytes());
+            refused_cleanly::<RestoreRequest>(restore.to_string().as_bytes());
+            refused_cleanly::<MemberGrant>(grant.to_string().as_bytes());
+        }
+
+        #[test]
+        fn kv_query_parsers_never_panic(query in "[a-z_=&%0-9/?.-]{0,60}") {
+            let uri: axum::http::Uri = format!("/v1/kv?{query}").parse().unwrap_or_default();
+            let _ = axum::extract::Query::<KvKeyQuery>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<KvListQuery>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<KvWatchQuery>::try_from_uri(&uri);
         }
 
         #[test]

@@ -23,9 +23,11 @@ use crate::member::RunningMember;
 
 /// How long a request keeps retrying before it reports the last failure.
 const RETRY_BUDGET: Duration = Duration::from_secs(10);
-/// First pause between attempts; it doubles up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_millis(500);
+/// First pause between attempts; it doubles up to [`MAX_PAUSE`]. The
+/// attempts only ask this node's own member, so they are cheap, and a
+/// short cap lets a write through soon after a new leader is elected.
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// The running member, or 503 when this node has none.
 pub fn running(state: &ServerState) -> Result<Arc<RunningMember>, Failure> {

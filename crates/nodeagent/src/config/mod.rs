@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 pub use source::{ConfigOrigin, ConfigPaths};
 pub use types::{
-    DomainName, FailureDomain, Hostname, InterfaceName, Ipv4Cidr, MacAddr, Mtu, Period, SetupToken,
-    ValueError, VoterCount,
+    CaHash, ClusterEndpoint, DomainName, FailureDomain, Hostname, InterfaceName, Ipv4Cidr,
+    JoinTokenSecret, MacAddr, Mtu, Period, SetupToken, ValueError, VoterCount,
 };
 
 /// The embedded default: DHCP on every physical link. A node booted with no
@@ -65,6 +65,22 @@ pub struct ClusterConfig {
     /// This node's failure domain (rack, host, site): voters are spread
     /// across domains. Recorded when the node joins.
     pub failure_domain: Option<FailureDomain>,
+    /// Join this cluster on boot, without an operator (zero-touch joins at
+    /// edge sites).
+    pub join: Option<JoinConfig>,
+}
+
+/// `[cluster.join]`: what `cairn node join` would send, from the machine
+/// config instead.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JoinConfig {
+    /// A member's API endpoint, `host:port`.
+    pub endpoint: ClusterEndpoint,
+    /// The join token, `<id>.<secret>`.
+    pub token: JoinTokenSecret,
+    /// The cluster CA's fingerprint, `sha256:<hex>`.
+    pub ca_hash: CaHash,
 }
 
 impl ClusterConfig {
@@ -187,8 +203,9 @@ impl TryFrom<RawInterfaceConfig> for InterfaceConfig {
     }
 }
 
-/// Keys whose values are secrets: never shown by `GET /v1/node/config`.
-pub const SECRET_KEYS: &[(&str, &str)] = &[("cluster", "setup-token")];
+/// Key paths whose values are secrets: never shown by
+/// `GET /v1/node/config`.
+pub const SECRET_KEYS: &[&[&str]] = &[&["cluster", "setup-token"], &["cluster", "join", "token"]];
 
 /// What replaces a secret in a shown config.
 pub const REDACTED: &str = "<redacted>";
@@ -225,12 +242,20 @@ impl ActiveConfig {
             return (String::new(), vec!["*".to_owned()]);
         };
         let mut redacted = Vec::new();
-        for (section, key) in SECRET_KEYS {
-            if let Some(toml::Value::Table(t)) = table.get_mut(*section)
-                && let Some(value) = t.get_mut(*key)
-            {
+        for path in SECRET_KEYS {
+            let Some((last, tables)) = path.split_last() else {
+                continue;
+            };
+            let mut at = Some(&mut table);
+            for name in tables {
+                at = match at.and_then(|t| t.get_mut(*name)) {
+                    Some(toml::Value::Table(inner)) => Some(inner),
+                    _ => None,
+                };
+            }
+            if let Some(value) = at.and_then(|t| t.get_mut(*last)) {
                 *value = toml::Value::String(REDACTED.to_owned());
-                redacted.push(format!("{section}.{key}"));
+                redacted.push(path.join("."));
             }
         }
         if redacted.is_empty() {
@@ -595,6 +620,43 @@ mod tests {
         assert!(text.contains(REDACTED), "{text}");
         assert!(text.contains("hostname = \"n1\""), "{text}");
         assert_eq!(keys, ["cluster.setup-token"]);
+    }
+
+    const JOIN: &str = "[cluster.join]\nendpoint = \"10.0.0.5:7443\"\ntoken = \"abc123.0123456789abcdef\"\nca-hash = \"sha256:2d323e6f11b7512d70b66e13bcd81c3de60f22a8c32e7d6b692ff23a602c6c8f\"\n";
+
+    #[test]
+    fn a_zero_touch_join_is_read_typed_and_its_token_redacted() {
+        let config = parse_str(JOIN).unwrap();
+        let join = config.cluster.join.unwrap();
+        assert_eq!(join.endpoint.get().to_string(), "10.0.0.5:7443");
+        assert_eq!(join.token.get().id().as_str(), "abc123");
+        assert!(!format!("{join:?}").contains("0123456789abcdef"));
+        let active = ActiveConfig {
+            config: MachineConfig::default(),
+            origin: fw_cfg(),
+            text: JOIN.into(),
+        };
+        let (text, keys) = active.redacted();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("10.0.0.5:7443"), "{text}");
+        assert_eq!(keys, ["cluster.join.token"]);
+    }
+
+    #[test]
+    fn a_bad_zero_touch_join_is_refused_naming_the_key_and_never_the_secret() {
+        let bad_token = JOIN.replace("0123456789abcdef", "0123456789ABCDEF");
+        let text = parse_str(&bad_token).unwrap_err().to_string();
+        assert!(text.contains("cluster.join.token"), "{text}");
+        assert!(!text.contains("0123456789ABCDEF"), "{text}");
+        let bad_hash = JOIN.replace("sha256:2d", "md5:2d");
+        let text = parse_str(&bad_hash).unwrap_err().to_string();
+        assert!(text.contains("cluster.join.ca-hash"), "{text}");
+        let bad_endpoint = JOIN.replace("10.0.0.5:7443", "https://10.0.0.5");
+        let text = parse_str(&bad_endpoint).unwrap_err().to_string();
+        assert!(
+            text.contains("cluster.join.endpoint") && text.contains("host:port"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -539,6 +539,77 @@ impl TryFrom<String> for FailureDomain {
     }
 }
 
+/// A cluster member's API endpoint, `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ClusterEndpoint(crate::member::join::MemberEndpoint);
+
+impl ClusterEndpoint {
+    /// The endpoint.
+    pub fn get(&self) -> &crate::member::join::MemberEndpoint {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ClusterEndpoint {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        value
+            .parse()
+            .map(Self)
+            .map_err(|e: crate::member::join::EndpointError| ValueError::new(e.to_string()))
+    }
+}
+
+/// A join token from the machine config. `Debug` hides the secret, and a
+/// refusal never quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct JoinTokenSecret(cluster::join::token::JoinToken);
+
+impl JoinTokenSecret {
+    /// The token.
+    pub fn get(&self) -> &cluster::join::token::JoinToken {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for JoinTokenSecret {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        value
+            .parse()
+            .map(Self)
+            .map_err(|e: cluster::join::token::ParseJoinTokenError| ValueError::new(e.to_string()))
+    }
+}
+
+/// The SHA-256 fingerprint of the cluster CA a node pins, `sha256:<hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CaHash(cluster::pki::Fingerprint);
+
+impl CaHash {
+    /// The fingerprint.
+    pub fn get(self) -> cluster::pki::Fingerprint {
+        self.0
+    }
+}
+
+impl TryFrom<String> for CaHash {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, ValueError> {
+        value
+            .parse()
+            .map(Self)
+            .map_err(|e: cluster::pki::ParseFingerprintError| {
+                ValueError::new(format!(
+                    "invalid CA hash {value:?}: {e} (expected sha256:<64 hex digits>)"
+                ))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

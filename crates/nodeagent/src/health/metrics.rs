@@ -100,6 +100,29 @@ pub struct MetricsSnapshot {
     pub proc: ProcSample,
     /// Which config is in force.
     pub config: ConfigReport,
+    /// The Raft member, when the node runs one.
+    pub cluster: Option<ClusterSample>,
+}
+
+/// The Raft member's numbers, sampled by the agent once a second.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSample {
+    /// Whether the member knows a leader.
+    pub has_leader: bool,
+    /// Whether it is the leader.
+    pub is_leader: bool,
+    /// Raft term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Voters in the configuration.
+    pub voters: u64,
+    /// Learners in the configuration.
+    pub learners: u64,
+    /// The peer port's counters.
+    pub peer: cluster::transport::TransportStats,
 }
 
 #[derive(Debug)]
@@ -201,8 +224,100 @@ impl Collector for SnapshotCollector {
             ];
             metric.encode_family(&labels)?.encode_gauge(&1i64)?;
         }
+        if let Some(c) = &s.cluster {
+            encode_cluster(&mut encoder, c)?;
+        }
         Ok(())
     }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let counter = prometheus_client::metrics::counter::ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(metric)
+}
+
+fn encode_cluster(
+    encoder: &mut DescriptorEncoder<'_>,
+    c: &ClusterSample,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "cairn_raft_has_leader",
+        "1 when this member knows a leader.",
+        i64::from(c.has_leader),
+    )?;
+    gauge(
+        encoder,
+        "cairn_raft_is_leader",
+        "1 when this member leads.",
+        i64::from(c.is_leader),
+    )?;
+    gauge(encoder, "cairn_raft_term", "Raft term.", c.term)?;
+    gauge(
+        encoder,
+        "cairn_raft_commit_index",
+        "Highest committed log index.",
+        c.commit,
+    )?;
+    gauge(
+        encoder,
+        "cairn_raft_applied_index",
+        "Highest applied log index.",
+        c.applied,
+    )?;
+    gauge(
+        encoder,
+        "cairn_raft_voters",
+        "Voters in the Raft configuration.",
+        c.voters,
+    )?;
+    gauge(
+        encoder,
+        "cairn_raft_learners",
+        "Learners (stand-bys) in the Raft configuration.",
+        c.learners,
+    )?;
+    counter(
+        encoder,
+        "cairn_peer_messages_sent",
+        "Raft messages handed to peer connections.",
+        c.peer.sent,
+    )?;
+    counter(
+        encoder,
+        "cairn_peer_messages_received",
+        "Raft messages received from peers.",
+        c.peer.received,
+    )?;
+    let mut metric = encoder.encode_descriptor(
+        "cairn_peer_messages_dropped",
+        "Raft messages dropped on the peer port, by reason.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, value) in [
+        ("queue_full", c.peer.dropped_queue_full),
+        ("oversized", c.peer.dropped_oversized),
+        ("malformed", c.peer.dropped_malformed),
+        ("misrouted", c.peer.dropped_misrouted),
+        ("no_route", c.peer.dropped_no_route),
+    ] {
+        metric
+            .encode_family(&[("reason", reason)])?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&value, None)?;
+    }
+    counter(
+        encoder,
+        "cairn_peer_connections_rejected",
+        "Peer connections refused: failed handshakes, certificates that are not node certificates, wrong sender ids.",
+        c.peer.rejected_connections,
+    )
 }
 
 /// Renders a snapshot as OpenMetrics text.
@@ -275,6 +390,22 @@ mod tests {
                 requested: ConfigOrigin::FwCfg("/x".into()),
                 error: Some("bad".into()),
             },
+            cluster: Some(ClusterSample {
+                has_leader: true,
+                is_leader: false,
+                term: 7,
+                commit: 120,
+                applied: 119,
+                voters: 3,
+                learners: 1,
+                peer: cluster::transport::TransportStats {
+                    sent: 10,
+                    received: 9,
+                    dropped_oversized: 2,
+                    rejected_connections: 1,
+                    ..Default::default()
+                },
+            }),
         }
     }
 
@@ -292,6 +423,18 @@ mod tests {
             "cairn_process_resident_bytes{process=\"cairnd\"} 9000000",
             "cairn_process_resident_bytes{process=\"cairn-init\"} 1000000",
             "cairn_config_source{source=\"default\",requested=\"fw_cfg\",error=\"1\"} 1",
+            "cairn_raft_has_leader 1",
+            "cairn_raft_is_leader 0",
+            "cairn_raft_term 7",
+            "cairn_raft_commit_index 120",
+            "cairn_raft_applied_index 119",
+            "cairn_raft_voters 3",
+            "cairn_raft_learners 1",
+            "cairn_peer_messages_sent_total 10",
+            "cairn_peer_messages_received_total 9",
+            "cairn_peer_messages_dropped_total{reason=\"oversized\"} 2",
+            "cairn_peer_messages_dropped_total{reason=\"malformed\"} 0",
+            "cairn_peer_connections_rejected_total 1",
             "# EOF",
         ] {
             assert!(

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use self::metrics::{MetricsSnapshot, ProcSample};
+use self::metrics::{ClusterSample, MetricsSnapshot, ProcSample};
 use crate::config::ConfigReport;
 use crate::net::{Addressing, NetworkStatus};
 
@@ -106,6 +106,8 @@ pub struct HealthState {
     pub config: watch::Receiver<ConfigReport>,
     /// Where /proc is (a temp dir in tests).
     pub proc_root: PathBuf,
+    /// The Raft member's numbers, when the node runs one.
+    pub cluster: watch::Receiver<Option<ClusterSample>>,
 }
 
 /// Why the node is not ready, or `None` when it is.
@@ -191,6 +193,7 @@ async fn metrics_handler(State(state): State<HealthState>) -> Response {
         .count();
     let ready = not_ready_reason(&state, now).is_none();
     let config = state.config.borrow().clone();
+    let cluster = state.cluster.borrow().clone();
     let liveness = Arc::clone(&state.liveness);
     let proc_root = state.proc_root.clone();
     // One blocking hop for all /proc reads and the encoding.
@@ -204,6 +207,7 @@ async fn metrics_handler(State(state): State<HealthState>) -> Response {
             addressed_links,
             proc,
             config,
+            cluster,
         })
     })
     .await;
@@ -269,6 +273,7 @@ mod tests {
                 network: network_rx,
                 config: config_rx,
                 proc_root: metrics::default_proc_root(),
+                cluster: watch::channel(None).1,
             },
             network,
             config,

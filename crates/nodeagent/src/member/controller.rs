@@ -45,7 +45,7 @@ fn publish(shared: &SharedContact, contact: Option<&Contact>) {
 }
 
 /// Runs until the member stops.
-pub async fn run(handle: NodeHandle, policy: Policy, shared: SharedContact) {
+pub async fn run(handle: NodeHandle, policy: super::PolicySource, shared: SharedContact) {
     let mut ticker = tokio::time::interval(PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut office: Option<Office> = None;
@@ -65,6 +65,7 @@ pub async fn run(handle: NodeHandle, policy: Policy, shared: SharedContact) {
             Some(office) => office,
             None => office.insert(Office::take(&handle, status.id, now).await),
         };
+        let policy = policy();
         office.contact.observe(now, &status);
         publish(&shared, Some(&office.contact));
         let members = match handle.members().await {

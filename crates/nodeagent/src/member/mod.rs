@@ -30,7 +30,7 @@ use cluster::membership::Policy;
 use cluster::node::{self, NodeHandle, Start};
 use cluster::pki::IssuedCert;
 use cluster::raft::replica::{ReplicaConfig, StateRole};
-use cluster::store::Member;
+use cluster::store::{Member, StoreState};
 use cluster::transport::tls::TransportTls;
 use cluster::transport::{PeerDirectory, Transport};
 use rustls_pki_types::CertificateDer;
@@ -40,6 +40,10 @@ use self::identity::{MemberIdentity, Origin};
 
 /// The peer port: Raft messages between members.
 pub const PEER_PORT: u16 = 7444;
+
+/// Where the voter policy comes from: read on every turn, so a changed
+/// machine config applies without a restart.
+pub type PolicySource = Arc<dyn Fn() -> Policy + Send + Sync>;
 
 /// How long a planned stop waits for leadership to move elsewhere.
 const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
@@ -87,14 +91,22 @@ pub enum MemberError {
 /// A running member: the store handle, the peer transport and the
 /// controller. Dropping it stops the controller; [`RunningMember::stop`]
 /// also hands leadership over and closes the peer port.
-#[derive(Debug)]
 pub struct RunningMember {
     id: u64,
-    policy: Policy,
+    policy: PolicySource,
     contact: controller::SharedContact,
     handle: NodeHandle,
     transport: Transport,
     controller: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningMember")
+            .field("id", &self.id)
+            .field("policy", &self.policy())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningMember {
@@ -108,9 +120,36 @@ impl RunningMember {
         &self.handle
     }
 
-    /// The voter policy this member applies when it leads.
+    /// The voter policy this member applies when it leads, as the
+    /// machine config in force says now.
     pub fn policy(&self) -> Policy {
-        self.policy
+        (self.policy)()
+    }
+
+    /// Makes the peer port present a renewed node certificate.
+    pub fn renew_peer_tls(
+        &self,
+        ca: &CertificateDer<'static>,
+        node_cert: &IssuedCert,
+    ) -> Result<(), MemberError> {
+        let tls = TransportTls::new(ca, node_cert).map_err(MemberError::Tls)?;
+        self.transport.replace_tls(tls);
+        Ok(())
+    }
+
+    /// The numbers the health port's `/metrics` shows.
+    pub fn sample(&self) -> Option<crate::health::metrics::ClusterSample> {
+        let status = self.handle.status()?;
+        Some(crate::health::metrics::ClusterSample {
+            has_leader: status.leader != 0,
+            is_leader: status.role == StateRole::Leader,
+            term: status.term,
+            commit: status.commit,
+            applied: status.applied,
+            voters: status.voters.len() as u64,
+            learners: status.learners.len() as u64,
+            peer: self.transport.stats(),
+        })
     }
 
     /// The leader's contact book, while this member leads.
@@ -173,14 +212,16 @@ impl Drop for RunningMember {
 }
 
 /// Starts the member described by `identity`: `me` is this node's
-/// directory entry (used when a bootstrapped member recreates its log).
+/// directory entry (used when a bootstrapped member creates its log), and
+/// `restore` a backup a bootstrapped member's new log starts from.
 pub async fn start(
     options: &MemberOptions,
     identity: &MemberIdentity,
     me: Member,
+    restore: Option<StoreState>,
     ca: &CertificateDer<'static>,
     node_cert: &IssuedCert,
-    policy: Policy,
+    policy: PolicySource,
 ) -> Result<Arc<RunningMember>, MemberError> {
     let tls = TransportTls::new(ca, node_cert).map_err(MemberError::Tls)?;
     let (events, inbound) = mpsc::channel(4096);
@@ -193,9 +234,10 @@ pub async fn start(
     )
     .await
     .map_err(MemberError::Transport)?;
-    let how = match identity.origin {
-        Origin::Bootstrap => Start::Bootstrap(me),
-        Origin::Join => Start::Join(identity.peers.clone()),
+    let how = match (identity.origin, restore) {
+        (Origin::Bootstrap, Some(state)) => Start::Restore { member: me, state },
+        (Origin::Bootstrap, None) => Start::Bootstrap(me),
+        (Origin::Join, _) => Start::Join(identity.peers.clone()),
     };
     let config = ReplicaConfig::new(identity.id);
     let raft_dir = options.raft_dir.clone();
@@ -210,7 +252,7 @@ pub async fn start(
     let contact = controller::SharedContact::default();
     let controller = tokio::spawn(controller::run(
         handle.clone(),
-        policy,
+        Arc::clone(&policy),
         Arc::clone(&contact),
     ));
     tracing::info!(id = identity.id, origin = ?identity.origin, "raft member started");
