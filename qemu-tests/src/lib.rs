@@ -53,6 +53,7 @@
 pub mod accel;
 pub mod apibench;
 pub mod cli;
+pub mod clusterbench;
 pub mod console;
 pub mod http;
 pub mod image;
