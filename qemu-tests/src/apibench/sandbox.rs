@@ -148,7 +148,7 @@ impl BenchNamespace {
                         _ = hangup.recv() => {}
                     }
                 });
-                eprintln!("cairn-api-bench: interrupted; removing network namespace {name}");
+                eprintln!("interrupted; removing network namespace {name}");
                 teardown(&name);
                 for dir in extra_dirs {
                     let _ = std::fs::remove_dir_all(dir);
