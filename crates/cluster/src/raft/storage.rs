@@ -289,6 +289,22 @@ pub struct LogWrite<'a> {
     pub conf_state: Option<&'a ConfState>,
 }
 
+/// Whether `write` must be on disk before the caller goes on: entries,
+/// snapshots and configurations must, and so must a hard state that
+/// changes the term or the vote (a node must never vote twice in a term).
+/// A hard state that only moves the commit index need not: a commit index
+/// lost in a crash is learnt again from the leader, and nothing was
+/// acknowledged on its account alone (etcd's `MustSync` draws the same
+/// line).
+fn must_sync(write: &LogWrite<'_>, stored: &HardState) -> bool {
+    write.snapshot.is_some()
+        || !write.entries.is_empty()
+        || write.conf_state.is_some()
+        || write
+            .hard_state
+            .is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote)
+}
+
 /// The term of every index from the log floor to the last index, as runs:
 /// run start index -> term. Raft terms change rarely, so this is a handful of
 /// runs however long the log, and `term()` never reads the disk.
@@ -560,7 +576,9 @@ impl LogStore {
     }
 
     /// Persists what a `Ready` asks for, in one batch, and returns once it is
-    /// on disk. See [`LogWrite`] for the order; an entry at or below the last
+    /// on disk, unless it only moves the commit index (see [`must_sync`]):
+    /// that is written without waiting for the disk. See [`LogWrite`] for the
+    /// order; an entry at or below the last
     /// index truncates the log from there, entries below the first index are
     /// ignored, and a gap after the last index is an error. A received
     /// snapshot replaces the whole log and raises the hard state's term and
@@ -572,6 +590,7 @@ impl LogStore {
         let mut next = self.state.clone();
         let mut batch = sled::Batch::default();
         let mut dirty = false;
+        let durable = must_sync(&write, &self.state.hard_state);
         if let Some(snapshot) = write.snapshot {
             next.install_snapshot(snapshot, &mut batch)?;
             dirty = true;
@@ -596,7 +615,7 @@ impl LogStore {
         if !dirty {
             return Ok(());
         }
-        self.commit(batch, next)
+        self.commit(batch, next, durable)
     }
 
     /// Saves a state-machine snapshot the caller made at
@@ -668,7 +687,7 @@ impl LogStore {
                 "raft log compacted"
             );
         }
-        self.commit(batch, next)
+        self.commit(batch, next, true)
     }
 
     /// The latest saved snapshot (data and metadata), or an empty default
@@ -697,7 +716,15 @@ impl LogStore {
             .map_err(|source| StorageError::SizeOnDisk { source })
     }
 
-    fn commit(&mut self, batch: sled::Batch, next: LogState) -> Result<(), StorageError> {
+    /// Applies `batch`; with `durable`, returns once it (and every batch
+    /// before it) is on disk. sled writes a batch that is not flushed here
+    /// within its flush interval, in order, before any later one.
+    fn commit(
+        &mut self,
+        batch: sled::Batch,
+        next: LogState,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         self.tree
             .apply_batch(batch)
             .map_err(|source| StorageError::ApplyBatch { source })?;
@@ -707,6 +734,9 @@ impl LogStore {
             written: true,
             ..next
         };
+        if !durable {
+            return Ok(());
+        }
         self.db
             .flush()
             .map_err(|source| StorageError::Flush { source })?;
@@ -1345,5 +1375,53 @@ mod tests {
         assert_eq!(runs.0, BTreeMap::from([(2, 1), (3, 2), (4, 4)]));
         runs.raise_floor(4);
         assert_eq!(runs.0, BTreeMap::from([(4, 4)]));
+    }
+
+    fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..HardState::default()
+        }
+    }
+
+    #[test]
+    fn only_a_write_that_moves_nothing_but_the_commit_index_skips_the_flush() {
+        let stored = hard_state(3, 2, 10);
+        let commit_only = hard_state(3, 2, 11);
+        let write = |hard_state| LogWrite {
+            hard_state: Some(hard_state),
+            ..LogWrite::default()
+        };
+        assert!(!must_sync(&write(&commit_only), &stored));
+        assert!(!must_sync(&LogWrite::default(), &stored));
+        let new_term = hard_state(4, 2, 11);
+        let new_vote = hard_state(3, 1, 10);
+        assert!(must_sync(&write(&new_term), &stored), "new term");
+        assert!(must_sync(&write(&new_vote), &stored), "new vote");
+        let entry = Entry::default();
+        let with_entry = LogWrite {
+            entries: std::slice::from_ref(&entry),
+            hard_state: Some(&commit_only),
+            ..LogWrite::default()
+        };
+        assert!(must_sync(&with_entry, &stored));
+        let snapshot = Snapshot::default();
+        let conf_state = ConfState::default();
+        assert!(must_sync(
+            &LogWrite {
+                snapshot: Some(&snapshot),
+                ..LogWrite::default()
+            },
+            &stored
+        ));
+        assert!(must_sync(
+            &LogWrite {
+                conf_state: Some(&conf_state),
+                ..LogWrite::default()
+            },
+            &stored
+        ));
     }
 }

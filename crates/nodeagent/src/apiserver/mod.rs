@@ -886,6 +886,11 @@ async fn serve_connection(
         Mode::Maintenance(m) => (Arc::clone(&m.tls), None),
         Mode::Member(m) => (Arc::clone(&m.tls), Some(Arc::clone(&m.verifier))),
     });
+    // A response leaves in several TLS records; Nagle would hold the last
+    // one back until the client's delayed acknowledgement.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY on an api connection: {e}");
+    }
     let acceptor = TlsAcceptor::from(tls_config);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
