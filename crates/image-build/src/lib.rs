@@ -85,6 +85,7 @@ pub mod esp;
 pub mod fat_dots;
 pub mod initramfs;
 pub mod modules;
+pub mod oci_image;
 pub mod ova;
 pub mod profile;
 pub mod progress;

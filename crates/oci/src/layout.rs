@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
@@ -218,6 +219,11 @@ impl BlobWriter {
         if dest.exists() {
             return Ok((digest, size));
         }
+        // Layouts are shared with other tools and users: 0644, not
+        // tempfile's 0600.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err(tmp.path()))?;
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         tmp.persist(&dest).map_err(|e| LayoutError::Io {
             path: dest.clone(),
@@ -595,10 +601,210 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| LayoutError::Io {
         path: path.to_owned(),
         source: e.error,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use oci_spec::image::{
+        ConfigBuilder, ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder,
+        PlatformBuilder, RootFsBuilder,
+    };
+
+    /// Writes a one-layer image (uncompressed layer) named `name`.
+    pub(crate) fn sample_image(layout: &Layout, name: &str, layer: &[u8]) -> Descriptor {
+        let (ld, ls) = layout.write_blob(layer).unwrap();
+        let config = ImageConfigurationBuilder::default()
+            .architecture(Arch::Amd64)
+            .os(Os::Linux)
+            .config(ConfigBuilder::default().build().unwrap())
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers")
+                    .diff_ids(vec![Digest::of(layer).to_string()])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let cd = layout
+            .write_json(MediaType::ImageConfig, "config", &config)
+            .unwrap();
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(cd)
+            .layers(vec![Descriptor::new(
+                MediaType::ImageLayer,
+                ls,
+                ld.to_spec(),
+            )])
+            .build()
+            .unwrap();
+        let md = layout
+            .write_json(MediaType::ImageManifest, "manifest", &manifest)
+            .unwrap();
+        layout.tag(&RefName::parse(name).unwrap(), &md).unwrap();
+        md
+    }
+
+    fn platform_desc(desc: &Descriptor, arch: &str) -> Descriptor {
+        let mut d = desc.clone();
+        d.set_annotations(None);
+        d.set_platform(Some(
+            PlatformBuilder::default()
+                .os(Os::Linux)
+                .architecture(Arch::from(arch))
+                .build()
+                .unwrap(),
+        ));
+        d
+    }
+
+    #[test]
+    fn a_written_image_resolves_and_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(&tmp.path().join("l")).unwrap();
+        let md = sample_image(&layout, "app:1", b"layer");
+        let image = layout.resolve(&RefName::parse("app:1").unwrap()).unwrap();
+        assert_eq!(image.manifest_descriptor.digest(), md.digest());
+        assert_eq!(image.diff_ids().unwrap(), vec![Digest::of(b"layer")]);
+        assert_eq!(
+            layout.verify().unwrap(),
+            vec![RefName::parse("app:1").unwrap()]
+        );
+        // Reopening sees the same thing.
+        let again = Layout::open(layout.root()).unwrap();
+        assert_eq!(again.references().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tagging_a_name_again_replaces_its_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path()).unwrap();
+        sample_image(&layout, "app:1", b"one");
+        sample_image(&layout, "other:1", b"x");
+        let second = sample_image(&layout, "app:1", b"two");
+        let refs = layout.references().unwrap();
+        assert_eq!(refs.len(), 2);
+        let app = refs.iter().find(|(n, _)| n.as_str() == "app:1").unwrap();
+        assert_eq!(app.1.digest(), second.digest());
+    }
+
+    #[test]
+    fn a_corrupted_blob_is_refused_with_its_digest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path()).unwrap();
+        sample_image(&layout, "app:1", b"layer");
+        let layer = layout.blob_path(&Digest::of(b"layer"));
+        fs::write(&layer, b"lazer").unwrap();
+        let err = layout.verify().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                LayoutError::Verify {
+                    source: VerifyError::DigestMismatch { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        fs::write(&layer, b"layers").unwrap();
+        assert!(matches!(layout.verify(), Err(LayoutError::Verify { .. })));
+        fs::remove_file(&layer).unwrap();
+        assert!(matches!(
+            layout.verify(),
+            Err(LayoutError::MissingBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_media_type_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path()).unwrap();
+        let (d, s) = layout.write_blob(b"sig").unwrap();
+        let mut index = layout.index().unwrap();
+        let mut desc = Descriptor::new(
+            MediaType::from("application/vnd.dev.cosign.simplesigning.v1+json"),
+            s,
+            d.to_spec(),
+        );
+        desc.set_annotations(Some(
+            [(REF_NAME_ANNOTATION.to_owned(), "sig:1".to_owned())].into(),
+        ));
+        index.set_manifests(vec![desc]);
+        layout.write_index(&index).unwrap();
+        let err = layout
+            .resolve(&RefName::parse("sig:1").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("cosign"), "{err}");
+    }
+
+    #[test]
+    fn an_index_resolves_to_its_linux_amd64_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::create(tmp.path()).unwrap();
+        let arm = sample_image(&layout, "arm:1", b"arm");
+        let amd = sample_image(&layout, "amd:1", b"amd");
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![
+                platform_desc(&arm, "arm64"),
+                platform_desc(&amd, "amd64"),
+            ])
+            .build()
+            .unwrap();
+        let id = layout
+            .write_json(MediaType::ImageIndex, "index", &index)
+            .unwrap();
+        layout
+            .tag(&RefName::parse("multi:1").unwrap(), &id)
+            .unwrap();
+        let image = layout.resolve(&RefName::parse("multi:1").unwrap()).unwrap();
+        assert_eq!(image.manifest_descriptor.digest(), amd.digest());
+
+        let only_arm = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .manifests(vec![platform_desc(&arm, "arm64")])
+            .build()
+            .unwrap();
+        let id = layout
+            .write_json(MediaType::ImageIndex, "index", &only_arm)
+            .unwrap();
+        layout
+            .tag(&RefName::parse("armonly:1").unwrap(), &id)
+            .unwrap();
+        let err = layout
+            .resolve(&RefName::parse("armonly:1").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("linux/arm64"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_without_oci_layout_is_not_a_layout() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Layout::open(tmp.path()),
+            Err(LayoutError::NotALayout { .. })
+        ));
+        fs::write(
+            tmp.path().join(OCI_LAYOUT_FILE),
+            br#"{"imageLayoutVersion":"2.0.0"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Layout::open(tmp.path()),
+            Err(LayoutError::LayoutVersion { .. })
+        ));
+    }
 }
