@@ -132,6 +132,8 @@ pub enum VerifyError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("content is {actual} bytes, expected {expected}")]
     SizeMismatch { expected: u64, actual: u64 },
+    #[error("content is longer than the {expected} bytes declared")]
+    LongerThanDeclared { expected: u64 },
 }
 
 /// What is expected of a stream: its digest, and its size when known.

@@ -122,6 +122,110 @@ mod tests {
         })
     }
 
+    fn descriptor() -> impl Strategy<Value = oci_spec::image::Descriptor> {
+        (
+            proptest::collection::vec(any::<u8>(), 32),
+            any::<u32>(),
+            prop_oneof![
+                Just(crate::media::OCI_LAYER_GZIP),
+                Just(crate::media::OCI_LAYER_TAR),
+                Just(crate::media::OCI_LAYER_ZSTD),
+            ],
+            proptest::collection::hash_map("[a-z.]{1,12}", ".{0,12}", 0..3),
+        )
+            .prop_map(|(hash, size, mt, ann)| {
+                let digest = crate::Digest::parse(&format!("sha256:{}", hex::encode(hash)))
+                    .unwrap()
+                    .to_spec();
+                let mut d = oci_spec::image::Descriptor::new(mt.into(), u64::from(size), digest);
+                if !ann.is_empty() {
+                    d.set_annotations(Some(ann));
+                }
+                d
+            })
+    }
+
+    fn manifest() -> impl Strategy<Value = ImageManifest> {
+        (
+            descriptor(),
+            proptest::collection::vec(descriptor(), 0..4),
+            proptest::collection::hash_map("[a-z.]{1,12}", ".{0,12}", 0..4),
+        )
+            .prop_map(|(config, layers, ann)| {
+                let mut b = oci_spec::image::ImageManifestBuilder::default()
+                    .schema_version(2u32)
+                    .media_type(oci_spec::image::MediaType::ImageManifest)
+                    .config(config)
+                    .layers(layers);
+                if !ann.is_empty() {
+                    b = b.annotations(ann);
+                }
+                b.build().unwrap()
+            })
+    }
+
+    fn config() -> impl Strategy<Value = ImageConfiguration> {
+        (
+            proptest::collection::vec("[A-Z]{1,5}=.{0,8}", 0..4),
+            proptest::collection::btree_set("[0-9]{1,5}/(tcp|udp)", 0..4),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..3),
+        )
+            .prop_map(|(env, ports, ids)| {
+                let mut c = oci_spec::image::ConfigBuilder::default().env(env);
+                if !ports.is_empty() {
+                    c = c.exposed_ports(ports.into_iter().collect::<Vec<_>>());
+                }
+                oci_spec::image::ImageConfigurationBuilder::default()
+                    .architecture(oci_spec::image::Arch::Amd64)
+                    .os(oci_spec::image::Os::Linux)
+                    .config(c.build().unwrap())
+                    .rootfs(
+                        oci_spec::image::RootFsBuilder::default()
+                            .typ("layers")
+                            .diff_ids(
+                                ids.iter()
+                                    .map(|h| format!("sha256:{}", hex::encode(h)))
+                                    .collect::<Vec<_>>(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn generated_manifests_round_trip_through_canonical_json(m in manifest()) {
+            let bytes = to_canonical_vec(&m).unwrap();
+            let back: ImageManifest = parse(&bytes).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(to_canonical_vec(&back).unwrap(), bytes);
+        }
+
+        #[test]
+        fn generated_indexes_round_trip_through_canonical_json(ds in proptest::collection::vec(descriptor(), 0..5)) {
+            let index = oci_spec::image::ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .manifests(ds)
+                .build()
+                .unwrap();
+            let bytes = to_canonical_vec(&index).unwrap();
+            let back: ImageIndex = parse(&bytes).unwrap();
+            prop_assert_eq!(&back, &index);
+        }
+
+        #[test]
+        fn generated_configs_round_trip_through_canonical_json(c in config()) {
+            let bytes = to_canonical_vec(&c).unwrap();
+            let back: ImageConfiguration = parse(&bytes).unwrap();
+            // Exposed ports come back from a map, in any order.
+            prop_assert_eq!(to_canonical_vec(&back).unwrap(), bytes);
+            prop_assert_eq!(back.rootfs(), c.rootfs());
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_the_parsers(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

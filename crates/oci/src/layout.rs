@@ -371,9 +371,8 @@ impl Layout {
             if source.kind() == io::ErrorKind::InvalidData {
                 LayoutError::Verify {
                     digest: expected.digest.clone(),
-                    source: VerifyError::SizeMismatch {
+                    source: VerifyError::LongerThanDeclared {
                         expected: desc.size(),
-                        actual: desc.size().saturating_add(1),
                     },
                 }
             } else {
@@ -394,10 +393,11 @@ impl Layout {
         let path = self.blob_path(&expected.digest);
         let result = match reader.verify(&expected) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(VerifyError::SizeMismatch {
-                expected: desc.size(),
-                actual: desc.size().saturating_add(1),
-            }),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(VerifyError::LongerThanDeclared {
+                    expected: desc.size(),
+                })
+            }
             Err(e) => return Err(io_err(&path)(e)),
         };
         result.map_err(|source| LayoutError::Verify {
@@ -806,5 +806,30 @@ pub(crate) mod tests {
             Layout::open(tmp.path()),
             Err(LayoutError::LayoutVersion { .. })
         ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// index.json and manifests are outside bytes: reading them never
+        /// panics, whatever they hold.
+        #[test]
+        fn arbitrary_index_and_manifest_bytes_never_panic_the_reader(
+            index in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            manifest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let layout = Layout::create(tmp.path()).unwrap();
+            let (d, size) = layout.write_blob(&manifest).unwrap();
+            let mut desc = Descriptor::new(MediaType::ImageManifest, size, d.to_spec());
+            desc.set_annotations(Some([(REF_NAME_ANNOTATION.to_owned(), "m:1".to_owned())].into()));
+            let mut idx = layout.index().unwrap();
+            idx.set_manifests(vec![desc]);
+            layout.write_index(&idx).unwrap();
+            let _ = layout.verify();
+            fs::write(tmp.path().join(INDEX_FILE), &index).unwrap();
+            let _ = layout.references();
+            let _ = layout.verify();
+        }
     }
 }

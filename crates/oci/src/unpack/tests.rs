@@ -528,3 +528,140 @@ proptest! {
         }
     }
 }
+
+/// Fails after `budget` bytes: the crash window in the middle of a layer.
+struct FailingReader<'a> {
+    inner: &'a [u8],
+    budget: usize,
+}
+
+impl std::io::Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.budget == 0 {
+            return Err(std::io::Error::other("injected read failure"));
+        }
+        let n = buf.len().min(self.budget).min(self.inner.len());
+        buf[..n].copy_from_slice(&self.inner[..n]);
+        self.inner = &self.inner[n..];
+        self.budget -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_read_failure_mid_layer_leaves_the_old_root_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    unpack(&root, &[tar_of(&[f("old", "1")])]).unwrap();
+    let layer = tar_of(&[f("a", "1"), f("b", "2"), f("c", "3"), f(".wh.old", "")]);
+    for budget in [0, 100, 512, 1024, 1600, 2048] {
+        let mut staged = StagedRoot::begin(&root, opts()).unwrap();
+        let err = staged
+            .apply(LayerInput {
+                blob: FailingReader {
+                    inner: &layer,
+                    budget,
+                },
+                compression: Compression::None,
+                blob_expected: None,
+                diff_id: None,
+            })
+            .unwrap_err();
+        assert!(matches!(err, UnpackError::Tar { .. }), "{budget}: {err}");
+        drop(staged);
+        assert_eq!(listing(&root), vec!["old"], "after failing at {budget}");
+        assert_eq!(
+            listing(tmp.path()),
+            vec!["root"],
+            "after failing at {budget}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_gzip_layer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tar_of(&[f("hello", "world")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let cut = &gz[..gz.len() / 2];
+    let mut staged = StagedRoot::begin(&tmp.path().join("root"), opts()).unwrap();
+    let err = staged
+        .apply(LayerInput {
+            blob: cut,
+            compression: Compression::Gzip,
+            blob_expected: None,
+            diff_id: Some(Digest::of(&layer)),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::Tar { .. } | UnpackError::DiffIdMismatch { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn owners_and_set_id_bits_are_kept_when_running_as_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let mut h = tar::Header::new_gnu();
+    h.set_path("bin/su").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o4755);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    h.set_size(2);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(b"su");
+    out.resize(1024, 0);
+    out.extend_from_slice(&[0; 1024]);
+    let root = tmp.path().join("root");
+    let mut staged = StagedRoot::begin(
+        &root,
+        UnpackOptions {
+            preserve_owners: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let result = staged.apply(LayerInput {
+        blob: &out[..],
+        compression: Compression::None,
+        blob_expected: None,
+        diff_id: None,
+    });
+    if rustix::process::geteuid().is_root() {
+        result.unwrap();
+        staged.commit().unwrap();
+        let meta = fs::metadata(root.join("bin/su")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o4755);
+    } else {
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("setting owner"), "{err}");
+    }
+}
+
+#[test]
+fn a_blob_longer_than_declared_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tar_of(&[f("a", "1")]);
+    let mut staged = StagedRoot::begin(&tmp.path().join("root"), opts()).unwrap();
+    let err = staged
+        .apply(LayerInput {
+            blob: &layer[..],
+            compression: Compression::None,
+            blob_expected: Some(Expected {
+                digest: Digest::of(&layer),
+                size: Some(100),
+            }),
+            diff_id: None,
+        })
+        .unwrap_err();
+    assert!(matches!(err, UnpackError::Tar { .. }), "{err}");
+}
