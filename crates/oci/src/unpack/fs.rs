@@ -237,7 +237,7 @@ impl StagedRoot {
                 Compression::Zstd => Box::new(ZstdFrames::new(&mut blob)),
             };
             let mut tar_stream = HashingReader::new(decoded);
-            let entries = applier.apply_tar(&mut tar_stream)?;
+            let entries = applier.apply_tar(super::guard::HeaderGuard::new(&mut tar_stream))?;
             tar_stream
                 .drain()
                 .map_err(|source| UnpackError::Tar { source })?;

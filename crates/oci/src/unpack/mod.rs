@@ -4,6 +4,7 @@
 //! for the shell that carries them out.
 
 pub mod fs;
+pub mod guard;
 pub mod plan;
 
 pub use fs::{LayerInput, LayerReport, StagedRoot, UnpackError, UnpackOptions, unpack_image};

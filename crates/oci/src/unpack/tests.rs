@@ -1,7 +1,7 @@
 //! Unpacker tests on real directories with hand-made (often hostile) tars.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -664,4 +664,26 @@ fn a_blob_longer_than_declared_is_refused() {
         })
         .unwrap_err();
     assert!(matches!(err, UnpackError::Tar { .. }), "{err}");
+}
+
+#[test]
+fn a_layer_claiming_a_gigantic_long_name_is_refused_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(1 << 34);
+    h.set_cksum();
+    // The stream really is 16 GiB long (zeros, produced lazily).
+    let stream = std::io::Read::chain(&h.as_bytes()[..], std::io::repeat(0).take(1 << 34));
+    let mut staged = StagedRoot::begin(&tmp.path().join("root"), opts()).unwrap();
+    let err = staged
+        .apply(LayerInput {
+            blob: stream,
+            compression: Compression::None,
+            blob_expected: None,
+            diff_id: None,
+        })
+        .unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("absurdly long"), "{chain}");
 }
