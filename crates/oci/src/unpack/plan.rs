@@ -297,30 +297,19 @@ impl Planner {
     pub fn plan(&mut self, entry: &EntryHeader<'_>) -> Result<Action, EntryError> {
         let path = normalize(entry.path)?;
         if let Some(action) = whiteout(&path)? {
-            if let Action::Whiteout { path: gone } = &action
-                && !self.written.contains(gone)
-            {
-                self.files.remove(gone);
-            }
             return Ok(action);
         }
-        let kind_name = match entry.kind {
+        let action = match entry.kind {
             EntryKind::Directory => {
                 self.record(&path, true);
                 return Ok(Action::Dir { path });
             }
-            EntryKind::Regular => "file",
-            EntryKind::Symlink => "symlink",
-            EntryKind::HardLink => "hard link",
-            EntryKind::CharDevice => "character device",
-            EntryKind::BlockDevice => "block device",
-            EntryKind::Fifo => "fifo",
             EntryKind::Other(c) => return Err(EntryError::UnsupportedType(c)),
-        };
-        if path.is_root() {
-            return Err(EntryError::ReplacesRoot { kind: kind_name });
-        }
-        let action = match entry.kind {
+            kind if path.is_root() => {
+                return Err(EntryError::ReplacesRoot {
+                    kind: kind_name(kind),
+                });
+            }
             EntryKind::Regular => Action::File { path: path.clone() },
             EntryKind::Symlink => {
                 let target = entry.link.unwrap_or_default();
@@ -345,12 +334,14 @@ impl Planner {
                     target,
                 }
             }
-            EntryKind::CharDevice | EntryKind::BlockDevice => {
+            kind @ (EntryKind::CharDevice | EntryKind::BlockDevice) => {
                 if !self.allow_devices {
-                    return Err(EntryError::DeviceNotAllowed { kind: kind_name });
+                    return Err(EntryError::DeviceNotAllowed {
+                        kind: kind_name(kind),
+                    });
                 }
                 let (major, minor) = entry.device.ok_or(EntryError::MissingDeviceNumbers)?;
-                let kind = if entry.kind == EntryKind::CharDevice {
+                let kind = if kind == EntryKind::CharDevice {
                     DeviceKind::Char
                 } else {
                     DeviceKind::Block
@@ -363,12 +354,23 @@ impl Planner {
                 }
             }
             EntryKind::Fifo => Action::Fifo { path: path.clone() },
-            EntryKind::Directory | EntryKind::Other(_) => {
-                unreachable!("handled before the match")
-            }
         };
         self.record(&path, false);
         Ok(action)
+    }
+}
+
+/// How errors name an entry kind.
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Regular => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+        EntryKind::HardLink => "hard link",
+        EntryKind::CharDevice => "character device",
+        EntryKind::BlockDevice => "block device",
+        EntryKind::Fifo => "fifo",
+        EntryKind::Other(_) => "unknown",
     }
 }
 
