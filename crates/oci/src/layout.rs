@@ -249,8 +249,21 @@ impl Layout {
     /// Opens a layout, creating an empty one (with an empty `index.json`)
     /// if `root` is missing or an empty directory.
     pub fn create(root: &Path) -> Result<Self, LayoutError> {
-        fs::create_dir_all(root.join(BLOBS_DIR)).map_err(io_err(root))?;
         let header = root.join(OCI_LAYOUT_FILE);
+        if !header.exists()
+            && let Ok(mut entries) = fs::read_dir(root)
+            && entries.next().is_some()
+        {
+            // Never scatter blobs/ and index.json into an unrelated directory.
+            return Err(LayoutError::NotALayout {
+                path: root.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the directory is not empty and has no oci-layout file",
+                ),
+            });
+        }
+        fs::create_dir_all(root.join(BLOBS_DIR)).map_err(io_err(root))?;
         if !header.exists() {
             write_atomic(
                 &header,
@@ -788,6 +801,17 @@ pub(crate) mod tests {
             .resolve(&RefName::parse("armonly:1").unwrap())
             .unwrap_err();
         assert!(err.to_string().contains("linux/arm64"), "{err}");
+    }
+
+    #[test]
+    fn a_layout_is_never_created_inside_an_unrelated_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
+        assert!(matches!(
+            Layout::create(tmp.path()),
+            Err(LayoutError::NotALayout { .. })
+        ));
+        assert!(!tmp.path().join(BLOBS_DIR).exists());
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl StagedRoot {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        fs::create_dir_all(&parent).map_err(stage_err)?;
         let dir = tempfile::Builder::new()
             .prefix(&format!(".{name}.unpack-"))
             .tempdir_in(&parent)
