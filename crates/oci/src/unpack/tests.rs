@@ -687,3 +687,38 @@ fn a_layer_claiming_a_gigantic_long_name_is_refused_without_reading_it() {
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("absurdly long"), "{chain}");
 }
+
+#[test]
+fn xattrs_are_applied_only_when_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("SCHILY.xattr.user.cairn", &b"yes"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "tagged", &b"x"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    for xattrs in [false, true] {
+        let root = tmp.path().join(format!("root-{xattrs}"));
+        let mut staged = StagedRoot::begin(&root, UnpackOptions { xattrs, ..opts() }).unwrap();
+        staged
+            .apply(LayerInput {
+                blob: &layer[..],
+                compression: Compression::None,
+                blob_expected: None,
+                diff_id: None,
+            })
+            .unwrap();
+        staged.commit().unwrap();
+        let got = rustix::fs::getxattr(root.join("tagged").as_path(), "user.cairn", &mut [0u8; 16]);
+        if xattrs {
+            assert_eq!(got, Ok(3), "the xattr is set");
+        } else {
+            assert!(got.is_err(), "no xattr without the option");
+        }
+    }
+}
