@@ -15,7 +15,7 @@ use crate::profile::{DebVersion, PackageName};
 use crate::tools::{self, HostTool, ToolError};
 
 /// Marks a completely unpacked package tree.
-const STAMP: &str = ".cairn-unpacked";
+pub const STAMP: &str = ".cairn-unpacked";
 
 /// A package pinned by the profile, and the profile keys that pin it
 /// (so errors can say which line to change).

@@ -18,6 +18,14 @@
 //! benchmark's reference: the same firmware path, boot loader and kernel,
 //! booting a busybox `/init` that powers off immediately.
 //!
+//! `cairn-image oci from-dir|from-debs … --ref NAME:TAG --out LAYOUT` builds
+//! one-layer OCI images for tests and the catalog ([`oci_image`]): a
+//! directory, or Debian packages with the dependency closure apt resolves
+//! for an empty system, fetched and unpacked by the same [`deb`] code as
+//! the kernel. `cairn-image oci archive LAYOUT FILE` packs a layout as an
+//! `oci-archive` tar. The format itself lives in the `oci` crate; see
+//! `docs/oci-images.md`.
+//!
 //! # The pipeline
 //!
 //! Cairn is a kernel plus an initramfs; every medium carries the same two
@@ -85,6 +93,7 @@ pub mod esp;
 pub mod fat_dots;
 pub mod initramfs;
 pub mod modules;
+pub mod oci_image;
 pub mod ova;
 pub mod profile;
 pub mod progress;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use image_build::build::{self, BaselineOptions, BinarySource, BuildOptions};
+use image_build::oci_image;
 use image_build::progress::Reporter;
 
 #[derive(Debug, Parser)]
@@ -49,6 +50,158 @@ enum Command {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
+    /// Build OCI images (for tests and the catalog) without Docker.
+    #[command(subcommand)]
+    Oci(OciCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OciCommand {
+    /// Pack a directory as a one-layer image into an OCI layout.
+    FromDir {
+        /// The directory that becomes the image's root file system.
+        dir: PathBuf,
+        #[command(flatten)]
+        image: ImageArgs,
+    },
+    /// Pack Debian packages and their dependency closure (as apt resolves
+    /// it for an empty system, without recommends) as a one-layer image.
+    FromDebs {
+        /// Package names, e.g. busybox-static or redis-server.
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Download cache (default: $CAIRN_CACHE or ~/.cache/cairn-image).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Write a layout as an oci-archive tar (what `skopeo copy ...
+    /// oci-archive:FILE:REF` writes and `cairn image import` reads).
+    Archive { layout: PathBuf, file: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+struct ImageArgs {
+    /// The name in the layout's index.json, e.g. busybox:latest.
+    #[arg(long = "ref", value_parser = parse_ref)]
+    reference: oci::RefName,
+    /// The OCI layout directory (created if missing; other images kept).
+    #[arg(long)]
+    out: PathBuf,
+    /// One argv element of the entrypoint; repeat for more.
+    #[arg(long, allow_hyphen_values = true)]
+    entrypoint: Vec<String>,
+    /// One argv element of the default command; repeat for more.
+    #[arg(long, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+    /// KEY=VALUE; repeatable. PATH defaults to docker's.
+    #[arg(long)]
+    env: Vec<String>,
+    #[arg(long)]
+    workdir: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    /// PORT or PORT/PROTO; repeatable.
+    #[arg(long)]
+    expose: Vec<String>,
+}
+
+fn parse_ref(s: &str) -> Result<oci::RefName, oci::RefNameError> {
+    oci::RefName::parse(s)
+}
+
+impl ImageArgs {
+    fn settings(&self) -> oci_image::ImageSettings {
+        oci_image::ImageSettings {
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            expose: self.expose.clone(),
+        }
+    }
+}
+
+/// SOURCE_DATE_EPOCH if set, else 0: image timestamps never come from
+/// the clock or the source files.
+fn oci_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(0),
+    }
+}
+
+fn run_oci(cmd: OciCommand) -> anyhow::Result<()> {
+    let report = |built: &oci_image::BuiltImage, out: &std::path::Path| {
+        println!(
+            "{} -> {} (linux/amd64): manifest {}, layer {} ({} bytes, {} entries), diff_id {}",
+            built.reference,
+            out.display(),
+            built.manifest.digest(),
+            built.layer_digest,
+            built.layer_size,
+            built.entries,
+            built.diff_id
+        );
+    };
+    match cmd {
+        OciCommand::FromDir { dir, image } => {
+            let mut tree = oci_image::Tree::default();
+            tree.add_root(&dir, &[])
+                .with_context(|| format!("reading {}", dir.display()))?;
+            let built = oci_image::build_image(
+                &tree,
+                &image.settings(),
+                &image.reference,
+                &image.out,
+                oci_epoch()?,
+                &format!("cairn-image oci from-dir {}", dir.display()),
+            )
+            .with_context(|| format!("building {} from {}", image.reference, dir.display()))?;
+            report(&built, &image.out);
+        }
+        OciCommand::FromDebs {
+            packages,
+            image,
+            cache,
+        } => {
+            let cache = cache.unwrap_or_else(image_build::deb::default_cache_dir);
+            let (tree, closure) = oci_image::tree_from_debs(&packages, &cache)
+                .with_context(|| format!("gathering {}", packages.join(" ")))?;
+            let names: Vec<String> = closure
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect();
+            let built = oci_image::build_image(
+                &tree,
+                &image.settings(),
+                &image.reference,
+                &image.out,
+                oci_epoch()?,
+                &format!("cairn-image oci from-debs {}", names.join(" ")),
+            )
+            .with_context(|| format!("building {}", image.reference))?;
+            println!("packages: {}", names.join(" "));
+            report(&built, &image.out);
+        }
+        OciCommand::Archive { layout, file } => {
+            let opened = oci::Layout::open(&layout)
+                .with_context(|| format!("opening the layout {}", layout.display()))?;
+            let names = opened
+                .verify()
+                .with_context(|| format!("verifying {}", layout.display()))?;
+            oci::archive::write_archive_file(&opened, &file)
+                .with_context(|| format!("writing {}", file.display()))?;
+            let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+            println!("{}: {}", file.display(), names.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn workspace() -> PathBuf {
@@ -65,6 +218,7 @@ fn run() -> anyhow::Result<()> {
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let started = std::time::Instant::now();
     let report = match cli.command {
+        Command::Oci(cmd) => return run_oci(cmd),
         Command::Build {
             output,
             profile,
