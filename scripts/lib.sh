@@ -16,6 +16,7 @@ CAIRN_HOST_PACKAGES=(
   dnsmasq-base      # DHCP and TFTP on the test network (no service)
   iproute2          # ip netns, bridges, taps
   ipxe-qemu         # NIC boot ROMs for PXE
+  skopeo            # a real OCI client checks the images cairn-image builds
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
