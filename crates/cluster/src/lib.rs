@@ -10,7 +10,7 @@
 //!
 //! A member is one thread ([`node`]) that owns a [`Replica`](crate::raft::replica::Replica):
 //! raft-rs's `RawNode` (pre-vote, check-quorum, 100 ms tick), its durable
-//! log ([`storage`](crate::raft::storage), one sled tree, every write flushed and synced
+//! log ([`storage`](crate::raft::storage), sled, every write flushed and synced
 //! before a message that promises it leaves) and the store's state machine
 //! ([`store`]: keys with etcd-style revisions, compare-and-set, a bounded
 //! change history for watches, the member directory). Members talk over the

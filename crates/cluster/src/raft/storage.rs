@@ -510,7 +510,7 @@ impl LogState {
     }
 }
 
-/// The durable Raft log of one node, in one sled tree.
+/// The durable Raft log of one node, in one sled database.
 pub struct LogStore {
     db: sled::Db,
     tree: sled::Tree,
