@@ -229,16 +229,43 @@ pub enum ImportError {
 impl ImportError {
     /// Whether the archive, not the node, is at fault.
     pub fn is_bad_input(&self) -> bool {
+        use oci::archive::ArchiveError;
         match self {
-            ImportError::Archive(oci::archive::ArchiveError::Io { .. })
+            ImportError::Archive(ArchiveError::Io { .. } | ArchiveError::Exists(_))
             | ImportError::Io { .. } => false,
-            ImportError::Archive(_) | ImportError::NoImages | ImportError::Image { .. } => true,
-            ImportError::Unpack { source, .. } => !matches!(
-                source,
-                UnpackError::Stage { .. } | UnpackError::Commit { .. }
-            ),
+            ImportError::Archive(ArchiveError::Layout(source)) => layout_input_fault(source),
+            ImportError::Archive(
+                ArchiveError::Tar { .. }
+                | ArchiveError::UnexpectedEntry { .. }
+                | ArchiveError::BadPath { .. }
+                | ArchiveError::Duplicate { .. },
+            )
+            | ImportError::NoImages => true,
+            ImportError::Image { source, .. } => layout_input_fault(source),
+            ImportError::Unpack { source, .. } => match source {
+                UnpackError::Refused { .. }
+                | UnpackError::SymlinkInPath { .. }
+                | UnpackError::NotADirectory { .. }
+                | UnpackError::HardLinkTarget { .. }
+                | UnpackError::OwnerOutOfRange { .. }
+                | UnpackError::Tar { .. }
+                | UnpackError::BlobMismatch { .. }
+                | UnpackError::DiffIdMismatch { .. }
+                | UnpackError::MediaType(_) => true,
+                UnpackError::Io { .. }
+                | UnpackError::Stage { .. }
+                | UnpackError::Commit { .. }
+                | UnpackError::Layout { .. } => false,
+            },
         }
     }
+}
+
+/// Whether a layout error comes from what the archive holds rather than
+/// from the node's disk. (An archive without `oci-layout` reads as
+/// `NotALayout`.)
+fn layout_input_fault(error: &LayoutError) -> bool {
+    !matches!(error, LayoutError::Io { .. } | LayoutError::Encode { .. })
 }
 
 /// Why a reference could not be removed.
