@@ -44,6 +44,7 @@ fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
             cmdline: dir.join("cmdline"),
             esp: dir.join("efi/cairn/config.toml"),
             fw_cfg: dir.join("fw_cfg/raw"),
+            applied: state.join("config.toml"),
         },
         network: NetworkOptions {
             sysfs_net: dir.join("sys"),
