@@ -266,7 +266,7 @@ fn an_archive_imported_over_the_api_is_listed_exported_and_read_by_skopeo() {
             let (status, text) = admin.call("DELETE", "/v1/images/hello:1", None).await;
             assert_eq!(error_of(status, &text).code, ErrorCode::ImageNotFound);
             let pruned: PruneResponse = admin.json("POST", "/v1/images/prune", None).await;
-            assert_eq!(pruned.images, [digest.clone()]);
+            assert_eq!(pruned.images, [digest]);
             assert_eq!(pruned.blobs.len(), 3);
             assert_eq!(pruned.layers.len(), 1);
             let list: ImageList = admin.json("GET", "/v1/images", None).await;

@@ -211,9 +211,9 @@ pub enum ImportError {
         name: String,
         /// The layer blob.
         layer: Digest,
-        /// The failure.
+        /// The failure (boxed: unpack errors carry whole paths).
         #[source]
-        source: UnpackError,
+        source: Box<UnpackError>,
     },
     /// Storage failed.
     #[error("{path}")]
@@ -242,7 +242,7 @@ impl ImportError {
             )
             | ImportError::NoImages => true,
             ImportError::Image { source, .. } => layout_input_fault(source),
-            ImportError::Unpack { source, .. } => match source {
+            ImportError::Unpack { source, .. } => match source.as_ref() {
                 UnpackError::Refused { .. }
                 | UnpackError::SymlinkInPath { .. }
                 | UnpackError::NotADirectory { .. }
@@ -625,7 +625,7 @@ impl ImageStore {
             let unpack_err = |source| ImportError::Unpack {
                 name: name.to_string(),
                 layer: digest.clone(),
-                source,
+                source: Box::new(source),
             };
             let mut staged = match i.checked_sub(1).and_then(|p| chains.get(p)) {
                 None => StagedRoot::begin(&target, self.unpack),
