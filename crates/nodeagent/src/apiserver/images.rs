@@ -277,3 +277,45 @@ pub async fn prune(State(state): Shared) -> Result<Json<PruneResponse>, Failure>
         bytes_freed: report.bytes_freed,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Query;
+    use axum::http::Uri;
+    use proptest::prelude::*;
+
+    fn query_of(raw: &str) -> Option<ImageRefQuery> {
+        let uri: Uri = format!("/v1/images/export?{raw}").parse().ok()?;
+        Query::<ImageRefQuery>::try_from_uri(&uri).ok().map(|q| q.0)
+    }
+
+    #[test]
+    fn the_export_query_takes_ref_and_nothing_else() {
+        assert_eq!(
+            query_of("ref=redis%3Alatest").map(|q| q.reference),
+            Some("redis:latest".to_owned())
+        );
+        assert!(query_of("").is_none());
+        assert!(query_of("ref=a&extra=1").is_none());
+        assert!(parse_ref("redis:latest").is_ok());
+        assert!(parse_ref("sha256:nothex").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_reference_survives_the_query_string(reference in "\\PC{0,100}") {
+            let encoded = serde_urlencoded::to_string(ImageRefQuery { reference: reference.clone() }).unwrap();
+            prop_assert_eq!(query_of(&encoded).map(|q| q.reference), Some(reference.clone()));
+            // Whatever arrives, parsing answers instead of panicking.
+            let _ = parse_ref(&reference);
+        }
+
+        #[test]
+        fn raw_query_strings_never_panic(raw in "[ -~]{0,120}") {
+            if let Some(q) = query_of(&raw) {
+                let _ = parse_ref(&q.reference);
+            }
+        }
+    }
+}
