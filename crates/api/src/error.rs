@@ -34,6 +34,8 @@ pub enum ErrorCode {
     MemberNotFound,
     /// 404: no join token has that id.
     TokenNotFound,
+    /// 404: no image has that reference or digest.
+    ImageNotFound,
     /// 409: compare-and-set failed: the key is at another revision; the
     /// message names it.
     RevisionConflict,
@@ -58,6 +60,11 @@ pub enum ErrorCode {
     /// 422: a machine config was refused; the message names the key and
     /// the reason.
     InvalidConfig,
+    /// 422: an image archive was refused (not an OCI archive, truncated,
+    /// a blob that does not match its digest or is missing, an unknown
+    /// media type, a layer that escapes its root); the message names the
+    /// problem. Nothing of it was stored.
+    InvalidImage,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
     /// 408: the request took longer than the server allows.
@@ -86,13 +93,14 @@ impl ErrorCode {
             ErrorCode::NotFound
             | ErrorCode::KeyNotFound
             | ErrorCode::MemberNotFound
-            | ErrorCode::TokenNotFound => 404,
+            | ErrorCode::TokenNotFound
+            | ErrorCode::ImageNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
             ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => 409,
             ErrorCode::Compacted => 410,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::InvalidConfig => 422,
+            ErrorCode::InvalidConfig | ErrorCode::InvalidImage => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::ClusterUnreachable | ErrorCode::CaMismatch => 502,
@@ -102,7 +110,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -114,6 +122,7 @@ impl ErrorCode {
         ErrorCode::KeyNotFound,
         ErrorCode::MemberNotFound,
         ErrorCode::TokenNotFound,
+        ErrorCode::ImageNotFound,
         ErrorCode::RevisionConflict,
         ErrorCode::MemberExists,
         ErrorCode::Compacted,
@@ -123,6 +132,7 @@ impl ErrorCode {
         ErrorCode::OutcomeUnknown,
         ErrorCode::BadRequest,
         ErrorCode::InvalidConfig,
+        ErrorCode::InvalidImage,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Timeout,
         ErrorCode::NotFound,

@@ -12,6 +12,7 @@ use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::routes::{ROUTES, Route, SchemaFn, Success, error_schema};
+use crate::types::OCI_ARCHIVE;
 use crate::{API_PORT, ErrorCode, NDJSON};
 
 /// The committed document's path relative to this crate's manifest.
@@ -109,6 +110,15 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
             }),
         );
     }
+    if crate::routes::ARCHIVE_UPLOADS.contains(&route.operation) {
+        op.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": { OCI_ARCHIVE: { "schema": { "type": "string", "format": "binary" } } },
+            }),
+        );
+    }
     let mut responses = Map::new();
     match route.success {
         Success::Json { status, body } => {
@@ -117,6 +127,15 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
                 json!({
                     "description": "Success",
                     "content": { "application/json": { "schema": reference(body, generator) } },
+                }),
+            );
+        }
+        Success::Archive => {
+            responses.insert(
+                "200".into(),
+                json!({
+                    "description": "Success: an OCI image layout as one tar",
+                    "content": { OCI_ARCHIVE: { "schema": { "type": "string", "format": "binary" } } },
                 }),
             );
         }

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 use crate::types::{
     ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
-    ClusterStatus, CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest,
-    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
-    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant,
-    MemberJoinRequest, MemberRemoved, NetworkState, NodeInfo, PowerResponse, RestoreRequest,
-    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
+    ClusterStatus, CreatedToken, ImageList, ImageRefQuery, ImageRemoved, ImportResponse,
+    IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog, KvEvent,
+    KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry,
+    LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest, MemberRemoved, NetworkState,
+    NodeInfo, PowerResponse, PruneResponse, RestoreRequest, RestoreResponse, TokenCreateRequest,
+    TokenInfo, TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`
@@ -173,7 +174,14 @@ pub enum Success {
         /// The schema of each line.
         line: SchemaFn,
     },
+    /// An OCI archive ([`crate::types::OCI_ARCHIVE`]), streamed.
+    Archive,
 }
+
+/// Routes whose request body is an OCI archive streamed as it is read
+/// ([`crate::types::OCI_ARCHIVE`]), not JSON; they carry no
+/// [`Route::request`] schema.
+pub const ARCHIVE_UPLOADS: &[&str] = &["image_import"];
 
 /// One route.
 #[derive(Clone, Copy, Debug)]
@@ -520,6 +528,68 @@ pub const ROUTES: &[Route] = &[
         request: None,
         success: Success::NdJson {
             line: schema::<KvEvent>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/images",
+        operation: "image_list",
+        summary: "Images in the node's content store, once per reference",
+        access: Access::Certificate(Role::Reader),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ImageList>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/images/import",
+        operation: "image_import",
+        summary: "Import every named image of an oci-archive (the request body, streamed)",
+        access: Access::Certificate(Role::Operator),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ImportResponse>,
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/images/export",
+        operation: "image_export",
+        summary: "One image as an oci-archive, streamed",
+        access: Access::Certificate(Role::Reader),
+        query: Some(schema::<ImageRefQuery>),
+        request: None,
+        success: Success::Archive,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/images/{ref}",
+        operation: "image_remove",
+        summary: "Remove a reference (or every reference to a digest); content goes at the next prune",
+        access: Access::Certificate(Role::Operator),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<ImageRemoved>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/images/prune",
+        operation: "image_prune",
+        summary: "Remove unnamed images and every blob and unpacked layer no image or container uses",
+        access: Access::Certificate(Role::Operator),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 200,
+            body: schema::<PruneResponse>,
         },
     },
 ];

@@ -72,6 +72,9 @@ pub enum Command {
     /// The cluster's key-value store (linearizable through any member).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// The node's image store: import, export, list, remove, prune.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -294,6 +297,39 @@ pub enum KvCommand {
         #[arg(long, value_name = "REV")]
         after: Option<u64>,
     },
+}
+
+/// `cairn image ...`. REF is a reference (`redis:latest`) or a manifest
+/// digest (`sha256:<64 hex>`).
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import every named image of an OCI archive (as `skopeo copy …
+    /// oci-archive:FILE:REF` writes it); prints the references imported.
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Write one image to FILE as an OCI archive.
+    Export {
+        /// The image.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The archive to write; an existing file is an error.
+        file: PathBuf,
+    },
+    /// Images on the node, once per reference.
+    #[command(alias = "ls")]
+    List,
+    /// Remove a reference (for a digest, every reference to it); the
+    /// content goes at the next prune.
+    Rm {
+        /// The image.
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// Remove unnamed images and every blob and unpacked layer no image
+    /// or container uses.
+    Prune,
 }
 
 /// `cairn node logs`.

@@ -333,6 +333,48 @@ impl NodeClient {
         self.check(call.operation, response).await
     }
 
+    /// Makes `call` with `body` (of `content_type`, sent as it is read)
+    /// and decodes the JSON answer, capped at `timeout`.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        call: impl Into<Call>,
+        content_type: &str,
+        body: reqwest::Body,
+        timeout: Duration,
+    ) -> Result<T, RequestError> {
+        let call = call.into();
+        let operation = call.operation;
+        let response = self
+            .request(&call)?
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let response = self.check(operation, response).await?;
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&bytes).map_err(|source| RequestError::Decode { operation, source })
+    }
+
+    /// Makes `call` and hands back the open response, whose body (of
+    /// `accept`) the caller reads with [`NodeClient::next_chunk`].
+    pub async fn download(
+        &self,
+        call: Call,
+        accept: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, RequestError> {
+        let response = self
+            .request(&call)?
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.check(call.operation, response).await
+    }
+
     /// The next chunk of a streamed response, `None` at its end.
     pub async fn next_chunk(
         &self,

@@ -332,6 +332,7 @@ pub fn describe_refusal(
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
         | ErrorCode::TokenNotFound
+        | ErrorCode::ImageNotFound
         | ErrorCode::RevisionConflict
         | ErrorCode::MemberExists => said,
         ErrorCode::ClientCertificateRequired
@@ -345,6 +346,7 @@ pub fn describe_refusal(
         | ErrorCode::Compacted
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidImage
         | ErrorCode::PayloadTooLarge
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed => format!("the node refused the request: {said}"),
@@ -398,9 +400,11 @@ pub fn describe_refusal(
         ErrorCode::RoleTooLow
         | ErrorCode::KeyNotFound
         | ErrorCode::TokenNotFound
+        | ErrorCode::ImageNotFound
         | ErrorCode::MemberExists
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidImage
         | ErrorCode::PayloadTooLarge
         | ErrorCode::Timeout
         | ErrorCode::NotFound
@@ -437,12 +441,14 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::RateLimited
         | ErrorCode::AlreadyMember
         | ErrorCode::InvalidJoinToken => Exit::PermissionDenied,
-        ErrorCode::BadRequest | ErrorCode::InvalidConfig | ErrorCode::PayloadTooLarge => {
-            Exit::InvalidInput
-        }
+        ErrorCode::BadRequest
+        | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidImage
+        | ErrorCode::PayloadTooLarge => Exit::InvalidInput,
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
         | ErrorCode::TokenNotFound
+        | ErrorCode::ImageNotFound
         | ErrorCode::RevisionConflict
         | ErrorCode::MemberExists => Exit::Conflict,
         ErrorCode::Compacted

@@ -7,11 +7,11 @@
 use std::fmt::Write as _;
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken,
-    IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind, KvList, KvWritten, LogEntry,
-    LogLevel, LogSource, MachineConfigDocument, MemberRemoved, MemberRole, MemberState,
-    NetworkState, NodeInfo, PowerResponse, RestoreResponse, TokenInfo, TokenList, TokenState,
-    VersionInfo,
+    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, ImageList,
+    ImageRemoved, ImportResponse, IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind,
+    KvList, KvWritten, LogEntry, LogLevel, LogSource, MachineConfigDocument, MemberRemoved,
+    MemberRole, MemberState, NetworkState, NodeInfo, PowerResponse, PruneResponse, RestoreResponse,
+    TokenInfo, TokenList, TokenState, VersionInfo,
 };
 use serde::Serialize;
 
@@ -609,6 +609,92 @@ pub fn member_removed(removed: &MemberRemoved) -> String {
         "member {} (id {}) removed from the cluster\n",
         removed.name, removed.id
     )
+}
+
+/// What `cairn image export` wrote.
+#[derive(Debug, Serialize)]
+pub struct ExportReport {
+    /// The archive.
+    pub file: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// A digest shortened for tables, as docker and nerdctl show image ids.
+fn short_digest(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.chars().take(12).collect()
+}
+
+/// Bytes in binary units with one decimal (`34.2 MiB`).
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let name = UNITS.get(unit).copied().unwrap_or("B");
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {name}")
+    }
+}
+
+/// `cairn image import`: one line per reference, with its full digest.
+pub fn images_imported(response: &ImportResponse) -> String {
+    response
+        .images
+        .iter()
+        .map(|i| format!("imported {} {}\n", i.reference, i.digest))
+        .collect()
+}
+
+/// `cairn image list`.
+pub fn image_list(list: &ImageList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .images
+        .iter()
+        .map(|i| {
+            vec![
+                i.reference.clone().unwrap_or_else(|| "<none>".to_owned()),
+                short_digest(&i.digest),
+                size(i.size),
+                or_dash(i.created.clone()),
+            ]
+        })
+        .collect();
+    columns(&["REFERENCE", "DIGEST", "SIZE", "CREATED"], &rows)
+}
+
+/// `cairn image rm`.
+pub fn image_removed(removed: &ImageRemoved) -> String {
+    if removed.removed.is_empty() {
+        return "no reference named the image; prune removes it\n".to_owned();
+    }
+    removed
+        .removed
+        .iter()
+        .map(|r| format!("removed {r}\n"))
+        .collect()
+}
+
+/// `cairn image prune`.
+pub fn image_pruned(pruned: &PruneResponse) -> String {
+    format!(
+        "removed {} images, {} blobs and {} unpacked layers; freed {}\n",
+        pruned.images.len(),
+        pruned.blobs.len(),
+        pruned.layers.len(),
+        size(pruned.bytes_freed)
+    )
+}
+
+/// `cairn image export`.
+pub fn image_exported(report: &ExportReport) -> String {
+    format!("wrote {} ({})\n", report.file, size(report.bytes))
 }
 
 /// `cairn version`.

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use api::types::{
     ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
-    ClusterStatus, CreatedToken, IssueCertificateRequest, IssuedCertificate, JoinRequest,
-    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
-    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberRemoved,
-    NetworkState, NodeInfo, PowerResponse, RestoreRequest, RestoreResponse, TokenCreateRequest,
-    TokenInfo, TokenList, VersionInfo,
+    ClusterStatus, CreatedToken, ImageList, ImageRefQuery, ImageRemoved, ImportResponse,
+    IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog, KvEvent,
+    KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry,
+    LogQuery, MachineConfigDocument, MemberRemoved, NetworkState, NodeInfo, OCI_ARCHIVE,
+    PowerResponse, PruneResponse, RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo,
+    TokenList, VersionInfo,
 };
 use clap::CommandFactory;
 use cluster::join::token::JoinToken;
@@ -21,9 +22,9 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::args::{
-    CertCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, InitArgs, IssueArgs,
-    JoinArgs, KvCommand, LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs, SnapshotCommand,
-    TokenCommand,
+    CertCommand, Cli, ClusterCommand, Command, ConfigCommand, Format, ImageCommand, InitArgs,
+    IssueArgs, JoinArgs, KvCommand, LogsArgs, NodeCommand, NodeConfigCommand, RebootArgs,
+    SnapshotCommand, TokenCommand,
 };
 use crate::client::{Call, NodeClient, RequestError};
 use crate::config::{self, CliConfig, Context, ContextName};
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Cluster(ClusterCommand::Snapshot(command)) => snapshot(&globals, command).await,
         Command::Node(command) => node(&globals, command).await,
         Command::Kv(command) => kv(&globals, command).await,
+        Command::Image(command) => image(&globals, command).await,
         Command::Cert(CertCommand::Issue(args)) => cert_issue(&globals, args).await,
         Command::Config(command) => config_command(&globals, command),
         Command::Version => version(&globals).await,
@@ -625,6 +627,117 @@ async fn kv(globals: &Globals, command: KvCommand) -> Result<(), CommandError> {
             .await
         }
     }
+}
+
+/// How long an image import or export may take: archives run to
+/// gigabytes.
+const IMAGE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Bytes read from an archive per chunk sent.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+async fn image(globals: &Globals, command: ImageCommand) -> Result<(), CommandError> {
+    let (client, trust) = connect(globals)?;
+    let fail = request_error(&trust);
+    let format = globals.format;
+    match command {
+        ImageCommand::Import { file } => {
+            let path = file.display().to_string();
+            let opened = std::fs::File::open(&file).map_err(|source| CommandError::ReadInput {
+                path: path.clone(),
+                source,
+            })?;
+            let imported: ImportResponse = client
+                .upload(
+                    "image_import",
+                    OCI_ARCHIVE,
+                    file_body(opened),
+                    IMAGE_TRANSFER_TIMEOUT,
+                )
+                .await
+                .map_err(&fail)?;
+            print(format, &imported, output::images_imported)
+        }
+        ImageCommand::Export { reference, file } => {
+            let call = Call::new("image_export")
+                .query(&ImageRefQuery { reference })
+                .map_err(&fail)?;
+            let mut response = client
+                .download(call, OCI_ARCHIVE, IMAGE_TRANSFER_TIMEOUT)
+                .await
+                .map_err(&fail)?;
+            let path = file.display().to_string();
+            let write_err = |source| CommandError::WriteOutput {
+                path: path.clone(),
+                source,
+            };
+            // Written beside the target and renamed in once complete, so a
+            // broken transfer never leaves a plausible-looking archive.
+            let dir = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".cairn-export-")
+                .tempfile_in(&dir)
+                .map_err(write_err)?;
+            let mut written: u64 = 0;
+            while let Some(chunk) = client.next_chunk(&mut response).await.map_err(&fail)? {
+                tmp.write_all(&chunk).map_err(write_err)?;
+                written = written.saturating_add(chunk.len() as u64);
+            }
+            tmp.as_file().sync_all().map_err(write_err)?;
+            tmp.persist_noclobber(&file)
+                .map_err(|e| write_err(e.error))?;
+            let report = output::ExportReport {
+                file: path.clone(),
+                bytes: written,
+            };
+            print(format, &report, output::image_exported)
+        }
+        ImageCommand::List => {
+            let list: ImageList = client
+                .call("image_list", None::<&()>)
+                .await
+                .map_err(&fail)?;
+            print(format, &list, output::image_list)
+        }
+        ImageCommand::Rm { reference } => {
+            let call = Call::new("image_remove").path("ref", reference);
+            let removed: ImageRemoved = client.call(call, None::<&()>).await.map_err(&fail)?;
+            print(format, &removed, output::image_removed)
+        }
+        ImageCommand::Prune => {
+            let pruned: PruneResponse = client
+                .call("image_prune", None::<&()>)
+                .await
+                .map_err(&fail)?;
+            print(format, &pruned, output::image_pruned)
+        }
+    }
+}
+
+/// A request body that reads `file` a chunk at a time on a blocking
+/// thread, so an archive is never held whole in memory.
+fn file_body(file: std::fs::File) -> reqwest::Body {
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    let chunks = futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, io::Error>((file, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((_, buf))) if buf.is_empty() => None,
+            Ok(Ok((file, buf))) => Some((Ok(Frame::data(bytes::Bytes::from(buf))), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(io::Error::other(e)), None)),
+        }
+    });
+    reqwest::Body::wrap(StreamBody::new(chunks))
 }
 
 /// Writes `line` and a newline to stdout: an NDJSON line passed on as the

@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime};
 
 use api::types::{
     BootInfo, BootstrapRequest, BootstrapResponse, ClusterBackup, ClusterInfo, ClusterStatus,
-    CreatedToken, IssuedCertificate, JoinRequest, JoinResponse, KvEvent, KvEventKind, KvKeyQuery,
+    CreatedToken, ImageList, ImageRefQuery, ImageRemoved, ImageSummary, ImportResponse,
+    ImportedImage, IssuedCertificate, JoinRequest, JoinResponse, KvEvent, KvEventKind, KvKeyQuery,
     KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry, LogLevel,
-    LogSource, MemberRemoved, MemberRole, MemberState, MemberStatus, NodeInfo, RestoreRequest,
-    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, TokenState, VersionInfo,
+    LogSource, MemberRemoved, MemberRole, MemberState, MemberStatus, NodeInfo, OCI_ARCHIVE,
+    PruneResponse, RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo, TokenList,
+    TokenState, VersionInfo,
 };
 use api::{ApiError, ErrorCode, Timestamp};
 use axum::Router;
@@ -78,6 +80,108 @@ struct NodeState {
     last_join: Mutex<Option<JoinRequest>>,
     /// Member names removed, as the node decoded them from the path.
     removed: Mutex<Vec<String>>,
+    /// The image store.
+    images: Mutex<FakeImages>,
+}
+
+/// An image store that records what it was sent and serves a fixed
+/// archive.
+#[derive(Default)]
+struct FakeImages {
+    /// Reference -> digest.
+    refs: BTreeMap<String, String>,
+    /// The last import body, as received.
+    last_upload: Vec<u8>,
+    /// References removed, as the node decoded them from the path.
+    removed: Vec<String>,
+}
+
+const IMAGE_DIGEST: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// What the fake exports: big enough to arrive in many chunks.
+fn fake_archive() -> Vec<u8> {
+    (0..3 * 1024 * 1024u32)
+        .map(|i| u8::try_from(i % 251).expect("below 256"))
+        .collect()
+}
+
+async fn image_import(State(state): State<Arc<NodeState>>, body: Bytes) -> Response {
+    let mut images = state.images.lock().expect("lock");
+    images.last_upload = body.to_vec();
+    images
+        .refs
+        .insert("hello:1".to_owned(), IMAGE_DIGEST.to_owned());
+    json_response(
+        StatusCode::OK,
+        &ImportResponse {
+            images: vec![ImportedImage {
+                reference: "hello:1".to_owned(),
+                digest: IMAGE_DIGEST.to_owned(),
+            }],
+        },
+    )
+}
+
+async fn image_list(State(state): State<Arc<NodeState>>) -> Response {
+    let images = state.images.lock().expect("lock");
+    let list = ImageList {
+        images: images
+            .refs
+            .iter()
+            .map(|(reference, digest)| ImageSummary {
+                reference: Some(reference.clone()),
+                digest: digest.clone(),
+                size: 3 * 1024 * 1024,
+                created: Some("2026-11-22T00:00:00Z".to_owned()),
+            })
+            .collect(),
+    };
+    json_response(StatusCode::OK, &list)
+}
+
+async fn image_export(Query(q): Query<ImageRefQuery>) -> Response {
+    if q.reference != "hello:1" {
+        return refuse(
+            ErrorCode::ImageNotFound,
+            &format!("no image {}", q.reference),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, OCI_ARCHIVE)],
+        fake_archive(),
+    )
+        .into_response()
+}
+
+async fn image_remove(
+    State(state): State<Arc<NodeState>>,
+    UrlPath(reference): UrlPath<String>,
+) -> Response {
+    let mut images = state.images.lock().expect("lock");
+    if images.refs.remove(&reference).is_none() {
+        return refuse(ErrorCode::ImageNotFound, &format!("no image {reference}"));
+    }
+    images.removed.push(reference.clone());
+    json_response(
+        StatusCode::OK,
+        &ImageRemoved {
+            removed: vec![reference],
+        },
+    )
+}
+
+async fn image_prune() -> Response {
+    json_response(
+        StatusCode::OK,
+        &PruneResponse {
+            images: vec![IMAGE_DIGEST.to_owned()],
+            blobs: vec![IMAGE_DIGEST.to_owned(), IMAGE_DIGEST.to_owned()],
+            layers: vec![],
+            bytes_freed: 2048,
+        },
+    )
 }
 
 /// A key-value store with etcd-style revisions and a full history.
@@ -758,6 +862,7 @@ impl FakeNode {
             last_token_request: Mutex::new(None),
             last_join: Mutex::new(None),
             removed: Mutex::new(Vec::new()),
+            images: Mutex::new(FakeImages::default()),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let server_state = state.clone();
@@ -788,6 +893,14 @@ impl FakeNode {
                     .route("/v1/cluster/join", post(join))
                     .route("/v1/cluster/backup", get(backup))
                     .route("/v1/cluster/restore", post(restore))
+                    .route("/v1/images", get(image_list))
+                    .route(
+                        "/v1/images/import",
+                        post(image_import).layer(axum::extract::DefaultBodyLimit::disable()),
+                    )
+                    .route("/v1/images/export", get(image_export))
+                    .route("/v1/images/prune", post(image_prune))
+                    .route("/v1/images/{ref}", delete(image_remove))
                     .with_state(server_state.clone());
                 let listener = TlsListener {
                     tcp,
@@ -1683,4 +1796,113 @@ fn a_snapshot_is_saved_private_never_over_a_file_and_restored_as_saved() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn image_import_streams_the_file_whole_and_prints_the_references() {
+    let (node, ws) = member_workspace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("images.tar");
+    // Several upload chunks, so the node must see them all, in order.
+    let archive: Vec<u8> = (0..1_000_003u32)
+        .map(|i| u8::try_from(i % 241).expect("below 256"))
+        .collect();
+    std::fs::write(&file, &archive).expect("write");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    let said = success(&ws.run(&["image", "import", file_arg]));
+    assert_eq!(said, format!("imported hello:1 {IMAGE_DIGEST}\n"));
+    assert!(node.state.images.lock().expect("lock").last_upload == archive);
+
+    let json: ImportResponse = serde_json::from_str(&success(
+        &ws.run(&["image", "import", file_arg, "-o", "json"]),
+    ))
+    .expect("ImportResponse");
+    assert_eq!(json.images[0].reference, "hello:1");
+    assert_eq!(json.images[0].digest, IMAGE_DIGEST);
+
+    let missing = dir.path().join("missing.tar");
+    let out = ws.run(&["image", "import", missing.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("missing.tar"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn image_list_rm_and_prune_show_what_the_node_said() {
+    let (node, ws) = member_workspace();
+    {
+        let mut images = node.state.images.lock().expect("lock");
+        images
+            .refs
+            .insert("hello:1".to_owned(), IMAGE_DIGEST.to_owned());
+        images
+            .refs
+            .insert("library/redis:7".to_owned(), IMAGE_DIGEST.to_owned());
+    }
+    let table = success(&ws.run(&["image", "list"]));
+    assert!(table.starts_with("REFERENCE"), "{table}");
+    assert!(
+        table.contains("hello:1") && table.contains("0123456789ab"),
+        "{table}"
+    );
+    assert!(table.contains("3.0 MiB"), "{table}");
+    let list: ImageList =
+        serde_json::from_str(&success(&ws.run(&["image", "list", "-o", "json"]))).expect("list");
+    assert_eq!(list.images.len(), 2);
+
+    // A reference with a slash travels as one path segment.
+    assert_eq!(
+        success(&ws.run(&["image", "rm", "library/redis:7"])),
+        "removed library/redis:7\n"
+    );
+    assert_eq!(
+        node.state.images.lock().expect("lock").removed,
+        ["library/redis:7"]
+    );
+    let out = ws.run(&["image", "rm", "ghost:1"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no image ghost:1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert_eq!(
+        success(&ws.run(&["image", "prune"])),
+        "removed 1 images, 2 blobs and 0 unpacked layers; freed 2.0 KiB\n"
+    );
+}
+
+#[test]
+fn image_export_writes_the_whole_archive_and_never_over_a_file() {
+    let (_node, ws) = member_workspace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("hello.tar");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let said = success(&ws.run(&["image", "export", "hello:1", file_arg]));
+    assert!(said.starts_with("wrote "), "{said}");
+    assert!(std::fs::read(&file).expect("written") == fake_archive());
+
+    let again = ws.run(&["image", "export", "hello:1", file_arg]);
+    assert!(!again.status.success(), "an existing file is not replaced");
+
+    let other = dir.path().join("missing.tar");
+    let out = ws.run(&[
+        "image",
+        "export",
+        "missing:1",
+        other.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(!other.exists());
+    // No temporary file is left beside the target either.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("hello.tar")]);
 }

@@ -93,6 +93,7 @@ impl ApiOptions {
             network_wait: API_NETWORK_WAIT,
             renew_check: RENEW_CHECK_INTERVAL,
             member: MemberOptions::under(state_dir),
+            images_dir: state_dir.join(crate::images::IMAGES_DIR),
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod apiserver;
 pub mod config;
 mod files;
 pub mod health;
+pub mod images;
 pub mod journal;
 pub mod member;
 pub mod net;

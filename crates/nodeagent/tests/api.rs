@@ -143,7 +143,10 @@ fn documented_operations() -> Vec<Documented> {
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            let mut callable = path.replace("{id}", "abc123").replace("{name}", "nobody");
+            let mut callable = path
+                .replace("{id}", "abc123")
+                .replace("{name}", "nobody")
+                .replace("{ref}", "nothing:1");
             if op["responses"]["200"]["content"].get(api::NDJSON).is_some() {
                 // A stream that a bad query ends at once.
                 callable.push_str("?follow=maybe&after=never");

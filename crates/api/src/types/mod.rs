@@ -12,12 +12,17 @@ use crate::Timestamp;
 use crate::routes::Role;
 
 mod cluster;
+mod images;
 mod kv;
 
 pub use cluster::{
     ClusterBackup, ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest,
     MemberRecord, MemberRemoved, MemberRole, MemberState, MemberStatus, RestoreRequest,
     RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, TokenState,
+};
+pub use images::{
+    ImageList, ImageRefQuery, ImageRemoved, ImageSummary, ImportResponse, ImportedImage,
+    OCI_ARCHIVE, PruneResponse,
 };
 pub use kv::{
     KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,

@@ -21,7 +21,8 @@ use rustls_pki_types::pem::PemObject;
 
 use super::initbus::InitBus;
 use super::{
-    Connection, Failure, JsonBody, Mode, QueryParams, ServerState, identity, kv, membership, system,
+    Connection, Failure, JsonBody, Mode, QueryParams, ServerState, identity, images, kv,
+    membership, system,
 };
 use crate::config::{ActiveConfig, ConfigOrigin, ConfigReport, changed_sections, parse};
 use crate::error_chain;
@@ -75,6 +76,13 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         "kv_put" => put(kv::put),
         "kv_delete" => delete(kv::delete),
         "kv_watch" => get(kv::watch),
+        "image_list" => get(images::list),
+        // The body is streamed to the store with its own cap
+        // (images::MAX_IMPORT_BYTES), never buffered.
+        "image_import" => post(images::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        "image_export" => get(images::export),
+        "image_remove" => delete(images::remove),
+        "image_prune" => post(images::prune),
         other => panic!("api route {other} has no handler"),
     }
 }

@@ -30,6 +30,7 @@ pub mod identity;
 pub mod maintenance;
 
 mod handlers;
+pub mod images;
 mod initbus;
 mod kv;
 mod logs;
@@ -105,6 +106,8 @@ pub struct ApiOptions {
     pub renew_check: Duration,
     /// The Raft member's paths and peer port.
     pub member: MemberOptions,
+    /// The image content store, `/var/lib/cairn/images`.
+    pub images_dir: PathBuf,
 }
 
 /// The node's TLS identity and what goes with it.
@@ -163,6 +166,8 @@ pub struct ServerState {
     member: RwLock<Option<Arc<RunningMember>>>,
     /// Wrong join tokens per caller address.
     join_limiter: Mutex<GuessLimiter>,
+    /// The image content store, once a request needed it.
+    images: tokio::sync::OnceCell<Arc<crate::images::ImageStore>>,
 }
 
 /// Why the Raft member could not start.
@@ -316,6 +321,7 @@ impl ServerState {
             changes: tokio::sync::Mutex::new(()),
             member: RwLock::new(None),
             join_limiter: Mutex::new(GuessLimiter::default()),
+            images: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -789,7 +795,13 @@ async fn authorize_request(
             "api call"
         );
     }
-    tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+    // An import answers only once the whole archive is stored.
+    let timeout = if route.operation == "image_import" {
+        images::IMPORT_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    tokio::time::timeout(timeout, next.run(request))
         .await
         .map_err(|_| {
             Failure::new(
@@ -797,7 +809,7 @@ async fn authorize_request(
                 format!(
                     "{} took longer than {} s",
                     route.operation,
-                    REQUEST_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 ),
             )
         })

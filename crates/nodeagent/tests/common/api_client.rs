@@ -80,6 +80,21 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> hyper::Response<hyper::body::Incoming> {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        self.send_raw(method, path, "application/json", bytes).await
+    }
+
+    /// Sends `bytes` of `content_type` on a fresh connection and returns
+    /// the response.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> hyper::Response<hyper::body::Incoming> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
         let tls = connector
@@ -91,14 +106,11 @@ impl Client {
                 .await
                 .unwrap();
         tokio::spawn(connection);
-        let bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap())
-            .unwrap_or_default();
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
             .unwrap();
         sender.send_request(request).await.unwrap()

@@ -169,6 +169,22 @@ impl StagedRoot {
     /// hard links (never modified in place, because every entry replaces
     /// files by unlinking, never by writing into them).
     pub fn begin(target: &Path, opts: UnpackOptions) -> Result<Self, UnpackError> {
+        Self::stage(target, target, opts)
+    }
+
+    /// Starts a staging directory next to `target` whose lower content is
+    /// `lower`'s tree (cloned with hard links, as [`StagedRoot::begin`]
+    /// clones the target). A content store uses this to build one layer's
+    /// root on top of the root below it without touching either.
+    pub fn begin_from(
+        target: &Path,
+        lower: &Path,
+        opts: UnpackOptions,
+    ) -> Result<Self, UnpackError> {
+        Self::stage(target, lower, opts)
+    }
+
+    fn stage(target: &Path, lower: &Path, opts: UnpackOptions) -> Result<Self, UnpackError> {
         let stage_err = |source| UnpackError::Stage {
             target: target.to_owned(),
             source,
@@ -186,9 +202,9 @@ impl StagedRoot {
             .prefix(&format!(".{name}.unpack-"))
             .tempdir_in(&parent)
             .map_err(stage_err)?;
-        match fs::symlink_metadata(target) {
+        match fs::symlink_metadata(lower) {
             Ok(meta) if meta.is_dir() => {
-                clone_tree(target, dir.path(), opts.preserve_owners).map_err(stage_err)?;
+                clone_tree(lower, dir.path(), opts.preserve_owners).map_err(stage_err)?;
                 copy_meta(&meta, dir.path(), opts.preserve_owners).map_err(stage_err)?;
             }
             Ok(_) => {

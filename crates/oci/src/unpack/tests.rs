@@ -188,6 +188,31 @@ fn whiteout_applied_to_an_existing_target_keeps_the_old_tree_intact() {
 }
 
 #[test]
+fn begin_from_builds_on_another_root_and_leaves_it_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    unpack(&base, &[tar_of(&[f("etc/a", "1"), f("etc/b", "2")])]).unwrap();
+    let shared = fs::metadata(base.join("etc/b")).unwrap().ino();
+    let top = tmp.path().join("top");
+    let layer = tar_of(&[f("etc/.wh.a", ""), f("etc/c", "3")]);
+    let mut staged = StagedRoot::begin_from(&top, &base, opts()).unwrap();
+    staged
+        .apply(LayerInput {
+            blob: &layer[..],
+            compression: Compression::None,
+            blob_expected: None,
+            diff_id: Some(Digest::of(&layer)),
+        })
+        .unwrap();
+    staged.commit().unwrap();
+    assert_eq!(listing(&top.join("etc")), vec!["b", "c"]);
+    assert_eq!(fs::metadata(top.join("etc/b")).unwrap().ino(), shared);
+    // The lower root keeps what the upper layer whited out.
+    assert_eq!(listing(&base.join("etc")), vec!["a", "b"]);
+    assert_eq!(listing(tmp.path()), vec!["base", "top"]);
+}
+
+#[test]
 fn opaque_directory_hides_lower_children_but_keeps_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

@@ -1,0 +1,83 @@
+//! The node's image content store: `/v1/images`.
+//!
+//! Images arrive as OCI archives (the tar `skopeo copy … oci-archive:FILE:REF`
+//! writes) and are named by the references in the archive's `index.json`
+//! (`org.opencontainers.image.ref.name`, such as `redis:latest`) or by
+//! their manifest digest (`sha256:<64 hex>`). Removing a reference keeps
+//! the image's content until a prune removes everything no reference and
+//! no container uses.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Content type of `POST /v1/images/import` bodies and
+/// `GET /v1/images/export` answers: an OCI image layout as one tar.
+pub const OCI_ARCHIVE: &str = "application/x-tar";
+
+/// Query of `GET /v1/images/export`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRefQuery {
+    /// A reference (`redis:latest`) or a manifest digest (`sha256:…`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+/// One image, once per reference naming it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageSummary {
+    /// The reference, or `null` for an image no reference names any more
+    /// (the next prune removes it unless a container uses it).
+    pub reference: Option<String>,
+    /// The linux/amd64 manifest's digest.
+    pub digest: String,
+    /// Bytes stored for the image: manifest, config and layers as
+    /// compressed in the archive. Layers shared with other images count
+    /// for each.
+    pub size: u64,
+    /// The image config's `created` time, as its builder wrote it.
+    pub created: Option<String>,
+}
+
+/// `GET /v1/images`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageList {
+    /// References in name order, then unnamed images in digest order.
+    pub images: Vec<ImageSummary>,
+}
+
+/// One reference an import recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImportedImage {
+    /// The reference, from the archive's `index.json`.
+    pub reference: String,
+    /// The linux/amd64 manifest it names.
+    pub digest: String,
+}
+
+/// `POST /v1/images/import`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImportResponse {
+    /// Every reference in the archive, in its order.
+    pub images: Vec<ImportedImage>,
+}
+
+/// `DELETE /v1/images/{ref}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRemoved {
+    /// The references removed (for a digest, every reference to it).
+    pub removed: Vec<String>,
+}
+
+/// `POST /v1/images/prune`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PruneResponse {
+    /// Manifest digests of the unnamed images removed.
+    pub images: Vec<String>,
+    /// Blobs removed.
+    pub blobs: Vec<String>,
+    /// Unpacked layer chains removed (chain ids).
+    pub layers: Vec<String>,
+    /// Blob bytes plus unpacked file bytes no other layer shared.
+    pub bytes_freed: u64,
+}
