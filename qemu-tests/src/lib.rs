@@ -31,7 +31,14 @@
 //!   in a network namespace and measures the node API under mTLS load
 //!   (binary `cairn-api-bench`).
 //! - [`cli::Cli`] runs the `cairn` client the image build shipped, inside
-//!   the network's namespace, with a config file of the test's own.
+//!   the network's namespace, with a config file of the test's own;
+//!   [`scenario::Scenario`] is what the VM tests build on it: run the
+//!   client, require success or one JSON object, and fail naming every
+//!   console and the client transcript.
+//! - [`clusterbench`] runs three cairnd and three etcd processes on
+//!   loopback (binary `cairn-cluster-bench`, and the kill -9 test);
+//!   [`benchrun`] is what both network benchmarks do before and after
+//!   measuring (root and tools, host facts, log directory, JSON report).
 //!
 //! ## Teardown
 //!
@@ -52,6 +59,7 @@
 
 pub mod accel;
 pub mod apibench;
+pub mod benchrun;
 pub mod cli;
 pub mod clusterbench;
 pub mod console;
@@ -64,6 +72,7 @@ pub mod network;
 pub mod paths;
 pub mod pxe;
 pub mod qmp;
+pub mod scenario;
 pub mod tools;
 pub mod vm;
 

@@ -35,6 +35,11 @@ pub const IP: Tool = Tool {
     program: "ip",
     package: "iproute2",
 };
+/// Runs a benchmark's servers with their own host name (`unshare --uts`).
+pub const UNSHARE: Tool = Tool {
+    program: "unshare",
+    package: "util-linux",
+};
 pub const DNSMASQ: Tool = Tool {
     program: "dnsmasq",
     package: "dnsmasq-base",

@@ -22,7 +22,8 @@ use std::time::Duration;
 use qemu_tests::console::{
     API_POWEROFF, API_REBOOT, MAINTENANCE_FINGERPRINT, SETUP_TOKEN, SETUP_TOKEN_REFUSED, capture,
 };
-use qemu_tests::{Cli, CliOutput, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
+use qemu_tests::scenario::Scenario;
+use qemu_tests::{Cli, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
 use serde_json::Value;
 
 /// One guest booting alone under TCG takes 15-25 s; the rest is headroom.
@@ -51,7 +52,11 @@ struct Node<'n> {
     ip: std::net::Ipv4Addr,
 }
 
-impl Node<'_> {
+impl Scenario for Node<'_> {
+    fn cli(&self) -> &Cli<'_> {
+        &self.cli
+    }
+
     /// Fails the test with `what`, the console log path and tail, and the
     /// client transcript path.
     #[track_caller]
@@ -63,50 +68,9 @@ impl Node<'_> {
             self.vm.failure_context()
         )
     }
+}
 
-    #[track_caller]
-    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(&what());
-        }
-    }
-
-    /// Runs the client; only a client that cannot run or hangs fails here.
-    #[track_caller]
-    fn cairn(&self, args: &[&str], limit: Duration) -> CliOutput {
-        match self.cli.run(args, timeout(limit)) {
-            Ok(out) => out,
-            Err(e) => self.fail(&qemu_tests::report(&e)),
-        }
-    }
-
-    /// Runs the client and requires exit status 0.
-    #[track_caller]
-    fn cairn_ok(&self, args: &[&str], limit: Duration) -> CliOutput {
-        let out = self.cairn(args, limit);
-        self.check(out.status.success(), || {
-            format!("the client failed:\n{}", out.describe())
-        });
-        out
-    }
-
-    /// `-o json` output that must be one JSON object.
-    #[track_caller]
-    fn cairn_json(&self, args: &[&str], limit: Duration) -> Value {
-        let out = self.cairn_ok(args, limit);
-        match out.json() {
-            Ok(value) if value.is_object() => value,
-            Ok(other) => self.fail(&format!(
-                "expected one JSON object, got {other}\n{}",
-                out.describe()
-            )),
-            Err(e) => self.fail(&format!(
-                "stdout is not one JSON value ({e})\n{}",
-                out.describe()
-            )),
-        }
-    }
-
+impl Node<'_> {
     #[track_caller]
     fn node_info(&self) -> Value {
         self.cairn_json(&["node", "info", "-o", "json"], CALL)
@@ -123,15 +87,6 @@ impl Node<'_> {
                 out.describe()
             )),
             Err(e) => self.fail(&format!("a log line is not JSON ({e})\n{}", out.describe())),
-        }
-    }
-
-    /// A string field at a JSON pointer (`/cluster/ca_fingerprint`).
-    #[track_caller]
-    fn text(&self, value: &Value, pointer: &str) -> String {
-        match value.pointer(pointer).and_then(Value::as_str) {
-            Some(s) => s.to_owned(),
-            None => self.fail(&format!("no string at {pointer} in {value}")),
         }
     }
 

@@ -218,7 +218,7 @@ async fn scenario(
         };
         killed_leader |= leader == Some(victim);
         let before = total.load(Ordering::Relaxed);
-        cluster.kill(victim).or_panic("SIGKILL");
+        cluster.nodes_mut().kill(victim).or_panic("SIGKILL");
         tokio::time::sleep(DOWN).await;
         let during = total.load(Ordering::Relaxed) - before;
         written_while_down += during;
@@ -242,7 +242,10 @@ async fn scenario(
     while let Some(joined) = writers.join_next().await {
         failures += joined.unwrap();
     }
-    cluster.check_running().or_panic("members after the load");
+    cluster
+        .nodes_mut()
+        .check_running()
+        .or_panic("members after the load");
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let count: usize = acked.iter().map(BTreeMap::len).sum();
     eprintln!(
@@ -292,5 +295,5 @@ async fn scenario(
             }
         }
     }
-    cluster.stop_all();
+    cluster.nodes_mut().stop_all();
 }

@@ -62,6 +62,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use qemu_tests::console::{INIT_STARTING, MAINTENANCE_FINGERPRINT, SETUP_TOKEN, capture};
+use qemu_tests::scenario::Scenario;
 use qemu_tests::vm::NETDEV;
 use qemu_tests::{Cli, CliOutput, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
 use serde_json::Value;
@@ -114,7 +115,11 @@ struct Cluster<'n> {
     started: Instant,
 }
 
-impl Cluster<'_> {
+impl Scenario for Cluster<'_> {
+    fn cli(&self) -> &Cli<'_> {
+        &self.cli
+    }
+
     #[track_caller]
     fn fail(&self, what: &str) -> ! {
         let mut logs = String::new();
@@ -133,59 +138,14 @@ impl Cluster<'_> {
             self.cli.transcript_path().display()
         )
     }
+}
 
-    #[track_caller]
-    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(&what());
-        }
-    }
-
+impl Cluster<'_> {
     fn progress(&self, what: &str) {
         eprintln!(
             "cluster_vms: [{:>6.1?}] {what}",
             self.started.elapsed().as_secs_f64()
         );
-    }
-
-    /// Runs the client; only a client that cannot run or hangs fails here.
-    #[track_caller]
-    fn cairn(&self, args: &[&str], limit: Duration) -> CliOutput {
-        run_cli(&self.cli, args, limit).unwrap_or_else(|e| self.fail(&e))
-    }
-
-    #[track_caller]
-    fn cairn_ok(&self, args: &[&str], limit: Duration) -> CliOutput {
-        let out = self.cairn(args, limit);
-        self.check(out.status.success(), || {
-            format!("the client failed:\n{}", out.describe())
-        });
-        out
-    }
-
-    /// `-o json` output that must be one JSON object.
-    #[track_caller]
-    fn cairn_json(&self, args: &[&str], limit: Duration) -> Value {
-        let out = self.cairn_ok(args, limit);
-        match out.json() {
-            Ok(value) if value.is_object() => value,
-            Ok(other) => self.fail(&format!(
-                "expected one JSON object, got {other}\n{}",
-                out.describe()
-            )),
-            Err(e) => self.fail(&format!(
-                "stdout is not one JSON value ({e})\n{}",
-                out.describe()
-            )),
-        }
-    }
-
-    #[track_caller]
-    fn text(&self, value: &Value, pointer: &str) -> String {
-        match value.pointer(pointer).and_then(Value::as_str) {
-            Some(s) => s.to_owned(),
-            None => self.fail(&format!("no string at {pointer} in {value}")),
-        }
     }
 
     fn put(&self, via: usize, key: &str, value: &str) -> CliOutput {

@@ -64,6 +64,27 @@ pub struct RoundOutcome {
     pub wall: Duration,
 }
 
+impl RoundOutcome {
+    /// Adds one client's outcome to the round's. A client task that did
+    /// not finish (it panicked) counts as one failed request.
+    pub fn absorb(&mut self, client: Result<RoundOutcome, tokio::task::JoinError>) {
+        match client {
+            Ok(one) => {
+                self.latencies.extend(one.latencies);
+                self.errors += one.errors;
+                if self.first_error.is_none() {
+                    self.first_error = one.first_error;
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error
+                    .get_or_insert_with(|| format!("client task failed: {e}"));
+            }
+        }
+    }
+}
+
 /// The longest one request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,21 +113,7 @@ pub async fn run_round(
     }
     let mut outcome = RoundOutcome::default();
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(one) => {
-                outcome.latencies.extend(one.latencies);
-                outcome.errors += one.errors;
-                if outcome.first_error.is_none() {
-                    outcome.first_error = one.first_error;
-                }
-            }
-            Err(e) => {
-                outcome.errors += 1;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("client task failed: {e}"));
-            }
-        }
+        outcome.absorb(joined);
     }
     outcome.wall = started.elapsed();
     outcome

@@ -23,6 +23,39 @@ impl TargetRounds {
     pub fn summary(&self) -> TargetSummary {
         TargetSummary::of(&self.rounds)
     }
+
+    /// The medians, the first error and every round as JSON, with what
+    /// one request is called in the keys (`requests_per_s`,
+    /// `server_cpu_ms_per_request` for `"request"`; `ops_per_s` for
+    /// `"op"`).
+    #[must_use]
+    pub fn to_json(&self, unit: &str) -> Value {
+        let s = self.summary();
+        let rounds: Vec<Value> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                json!({
+                    format!("{unit}s"): r.requests,
+                    "errors": r.errors,
+                    format!("{unit}s_per_s"): r.requests_per_s,
+                    "p50_ms": ms(r.p50),
+                    "p99_ms": ms(r.p99),
+                    "max_ms": ms(r.max),
+                    format!("server_cpu_ms_per_{unit}"): ms(r.server_cpu_per_request),
+                })
+            })
+            .collect();
+        json!({
+            format!("{unit}s_per_s"): s.requests_per_s,
+            "p50_ms": s.p50_ms,
+            "p99_ms": s.p99_ms,
+            format!("server_cpu_ms_per_{unit}"): s.server_cpu_ms_per_request,
+            "errors": s.errors,
+            "first_error": self.first_error,
+            "rounds": rounds,
+        })
+    }
 }
 
 /// Both servers in one connection mode.
@@ -194,36 +227,6 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
-fn rounds_json(rounds: &[RoundStats]) -> Value {
-    rounds
-        .iter()
-        .map(|r| {
-            json!({
-                "requests": r.requests,
-                "errors": r.errors,
-                "requests_per_s": r.requests_per_s,
-                "p50_ms": ms(r.p50),
-                "p99_ms": ms(r.p99),
-                "max_ms": ms(r.max),
-                "server_cpu_ms_per_request": ms(r.server_cpu_per_request),
-            })
-        })
-        .collect()
-}
-
-fn target_json(target: &TargetRounds) -> Value {
-    let s = target.summary();
-    json!({
-        "requests_per_s": s.requests_per_s,
-        "p50_ms": s.p50_ms,
-        "p99_ms": s.p99_ms,
-        "server_cpu_ms_per_request": s.server_cpu_ms_per_request,
-        "errors": s.errors,
-        "first_error": target.first_error,
-        "rounds": rounds_json(&target.rounds),
-    })
-}
-
 /// The JSON written next to the boot bench's `bench.json`.
 #[must_use]
 pub fn to_json(report: &Report) -> Value {
@@ -236,8 +239,8 @@ pub fn to_json(report: &Report) -> Value {
             mode.mode.key().to_owned(),
             json!({
                 "label": mode.mode.label(),
-                "cairnd": target_json(&mode.cairnd),
-                "nginx": target_json(&mode.nginx),
+                "cairnd": mode.cairnd.to_json("request"),
+                "nginx": mode.nginx.to_json("request"),
                 "ratio_cairnd_to_nginx": {
                     "requests_per_s": cairnd.requests_per_s / nginx.requests_per_s,
                     "p50": cairnd.p50_ms / nginx.p50_ms,

@@ -36,8 +36,9 @@ use qemu_tests::apibench::report::{
 };
 use qemu_tests::apibench::sandbox::{self, BenchNamespace, ChildGuard};
 use qemu_tests::apibench::stats::RoundStats;
-use qemu_tests::paths;
-use qemu_tests::tools::{self, Tool};
+use qemu_tests::benchrun::{self, Host};
+use qemu_tests::clusterbench::binary::{self, Profile};
+use qemu_tests::tools::Tool;
 use rustls::ClientConfig;
 
 /// API latency, throughput and RSS of cairnd under mTLS load, against nginx.
@@ -86,10 +87,6 @@ const NGINX: Tool = Tool {
     program: "nginx",
     package: "nginx",
 };
-const UNSHARE: Tool = Tool {
-    program: "unshare",
-    package: "util-linux",
-};
 /// How long cairnd may take to serve its API after start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const SETUP_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,21 +116,13 @@ fn run(args: &Args) -> Result<bool> {
     if args.clients == 0 || args.rounds == 0 || args.round_secs == 0 || args.client_threads == 0 {
         bail!("--clients, --rounds, --round-secs and --client-threads must be at least 1");
     }
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "needs root (it creates a network namespace); run it as root, e.g. via scripts/bench api"
-        );
-    }
-    tools::IP.locate()?;
-    UNSHARE.locate()?;
+    benchrun::preflight()?;
     let nginx = NGINX.locate()?;
     let cairnd = match &args.cairnd {
         Some(path) => path.clone(),
-        None => build_cairnd()?,
+        None => binary::cairnd(Profile::Image)?,
     };
-    let started = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("formatting the start time")?;
+    let host = Host::now();
 
     let dir = tempfile::Builder::new()
         .prefix("cairn-api-bench-")
@@ -156,13 +145,7 @@ fn run(args: &Args) -> Result<bool> {
         .context("watching for SIGINT and SIGTERM")?;
     say(&format!("network namespace {}", ns.name()));
     // Logs outlive the run (the state, with its keys, does not).
-    let log_dir = paths::test_log_dir("api-bench");
-    match std::fs::remove_dir_all(&log_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("clearing {}", log_dir.display())),
-    }
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let log_dir = benchrun::fresh_log_dir("api-bench")?;
     let cairnd_log = log_dir.join("cairnd.log");
     let init_socket = dir.path().join("init.sock");
     // With --no-init nothing listens there: node info then reports the
@@ -221,19 +204,17 @@ fn run(args: &Args) -> Result<bool> {
     };
     let report = Report {
         conditions: Conditions {
-            started,
+            started: host.started,
             clients: args.clients,
             rounds: args.rounds,
             round_secs: args.round_secs,
             warmup_secs: args.warmup_secs,
             client_threads: args.client_threads,
-            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            cpus: host.cpus,
             path: NODE_PATH.to_owned(),
             cairnd_binary: cairnd.display().to_string(),
             nginx_version: nginx_version(&nginx),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default(),
+            kernel: host.kernel,
             init: if args.no_init {
                 "none (boot status unknown; a failed connect per call)".to_owned()
             } else {
@@ -251,51 +232,13 @@ fn run(args: &Args) -> Result<bool> {
     drop(fake_init);
     drop(ns);
 
-    print!("{}", report::render_table(&report));
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| paths::harness_dir().join("api-bench.json"));
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let text =
-        serde_json::to_string_pretty(&report::to_json(&report)).context("encoding the report")?;
-    std::fs::write(&json_path, text + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!();
-    println!("JSON: {}", json_path.display());
+    benchrun::publish(
+        &report::render_table(&report),
+        &report::to_json(&report),
+        args.json.as_deref(),
+        "api-bench.json",
+    )?;
     Ok(!report.has_errors())
-}
-
-/// `cargo build --profile image -p nodeagent --bin cairnd` (the profile the
-/// image ships), returning the binary.
-fn build_cairnd() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    say("building cairnd: cargo build --profile image --locked -p nodeagent --bin cairnd");
-    let status = Command::new(cargo)
-        .current_dir(paths::workspace_root())
-        .args([
-            "build",
-            "--profile",
-            "image",
-            "--locked",
-            "-p",
-            "nodeagent",
-            "--bin",
-            "cairnd",
-        ])
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("cargo build of cairnd failed with {status}");
-    }
-    let binary = paths::target_dir().join("image").join("cairnd");
-    if !binary.is_file() {
-        bail!("cargo built cairnd but {} is not there", binary.display());
-    }
-    Ok(binary)
 }
 
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {

@@ -9,9 +9,12 @@
 //! and latency with 1 and with `--clients` clients, linearizable read
 //! throughput, and the leader failover time (SIGKILL the leader, then a
 //! write every 10 ms through the survivors until one is acknowledged; the
-//! killed member is restarted before the next round). Afterwards the Cairn
-//! cluster takes `--bulk-writes` writes (default 1,000,000) while its
-//! `raft/` directories and RSS are sampled. Output: a table on stdout and
+//! killed member is restarted before the next round). Afterwards each
+//! cluster in turn takes `--bulk-writes` writes (default 1,000,000) while
+//! its data directories (Cairn's `raft/`, etcd's `member/wal` and
+//! `member/snap`, and the whole directory) and RSS are sampled; etcd runs
+//! with revision auto-compaction keeping as much history as Cairn keeps.
+//! Output: a table on stdout and
 //! JSON in `target/qemu-tests/cluster-bench.json`; members' logs stay in
 //! `target/qemu-tests/logs/cluster-bench/`. Exits non-zero if any request
 //! failed or Cairn could not run.
@@ -31,19 +34,18 @@ use qemu_tests::apibench::load::RoundOutcome;
 use qemu_tests::apibench::procfs;
 use qemu_tests::apibench::sandbox::BenchNamespace;
 use qemu_tests::apibench::stats::{RoundStats, ms};
+use qemu_tests::benchrun::{self, Host};
 use qemu_tests::clusterbench::binary::{self, Profile};
 use qemu_tests::clusterbench::bulk::{self, BulkSpec};
-use qemu_tests::clusterbench::cairn::CairnCluster;
+use qemu_tests::clusterbench::cairn::{self, CairnCluster};
 use qemu_tests::clusterbench::etcd::{self, EtcdCluster};
 use qemu_tests::clusterbench::kv::System;
 use qemu_tests::clusterbench::load::{self, Op, Workload};
-use qemu_tests::clusterbench::report::{self, Conditions, Report, SystemRounds};
+use qemu_tests::clusterbench::report::{self, BulkReport, Conditions, Report, SystemRounds};
 use qemu_tests::clusterbench::target::Cluster;
-use qemu_tests::paths;
-use qemu_tests::tools::{self, Tool};
 
 /// Write/read throughput, latency and failover of Cairn's replicated store
-/// against etcd; Cairn's disk and memory after many writes.
+/// against etcd; both systems' disk and memory after many writes.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -62,7 +64,7 @@ struct Args {
     /// Keys each writing client cycles through.
     #[arg(long, default_value_t = 1000)]
     keys_per_client: u64,
-    /// Writes for Cairn's disk and memory measurement (0 skips it).
+    /// Writes per system for the disk and memory measurement (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     bulk_writes: u64,
     /// Distinct keys the bulk writes overwrite.
@@ -91,10 +93,6 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-const UNSHARE: Tool = Tool {
-    program: "unshare",
-    package: "util-linux",
-};
 const MEMBERS: usize = 3;
 const FORM_TIMEOUT: Duration = Duration::from_secs(90);
 const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
@@ -136,11 +134,7 @@ fn run(args: &Args) -> Result<bool> {
     if args.rounds == 0 || args.round_secs == 0 || args.clients == 0 || args.client_threads == 0 {
         bail!("--rounds, --round-secs, --clients and --client-threads must be at least 1");
     }
-    if !nix::unistd::geteuid().is_root() {
-        bail!("needs root (it creates a network namespace); run it as root");
-    }
-    tools::IP.locate()?;
-    UNSHARE.locate()?;
+    benchrun::preflight()?;
     let etcd_binary = if wants(args, System::Etcd) {
         Some(etcd::ETCD.locate().context(
             "etcd is the reference; install it without starting its service on the host: \
@@ -157,9 +151,7 @@ fn run(args: &Args) -> Result<bool> {
     } else {
         None
     };
-    let started = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .context("formatting the start time")?;
+    let host = Host::now();
     let dir = tempfile::Builder::new()
         .prefix("cairn-cluster-bench-")
         .tempdir()
@@ -168,25 +160,17 @@ fn run(args: &Args) -> Result<bool> {
     ns.teardown_on_signal(vec![dir.path().to_path_buf()])
         .context("watching for SIGINT and SIGTERM")?;
     say(&format!("network namespace {}", ns.name()));
-    let log_dir = paths::test_log_dir("cluster-bench");
-    match std::fs::remove_dir_all(&log_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("clearing {}", log_dir.display())),
-    }
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let log_dir = benchrun::fresh_log_dir("cluster-bench")?;
 
     let conditions = Conditions {
-        started,
+        started: host.started,
         rounds: args.rounds,
         round_secs: args.round_secs,
         clients: args.clients,
         value_bytes: args.value_bytes,
         keys_per_client: args.keys_per_client,
-        cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
+        cpus: host.cpus,
+        kernel: host.kernel,
         cairnd_binary: cairnd
             .as_ref()
             .map_or_else(|| "(not run)".to_owned(), |p| p.display().to_string()),
@@ -194,6 +178,8 @@ fn run(args: &Args) -> Result<bool> {
             .as_deref()
             .map_or_else(|| "(not run)".to_owned(), etcd::version),
         client_threads: args.client_threads,
+        cairn_keeps: cairn::keeps(),
+        etcd_keeps: etcd::keeps(),
     };
     let setup = Setup {
         ns: &ns,
@@ -214,21 +200,12 @@ fn run(args: &Args) -> Result<bool> {
         .context("entering the network namespace")??;
     drop(ns);
 
-    print!("{}", report::render_table(&report));
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| paths::harness_dir().join("cluster-bench.json"));
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let text =
-        serde_json::to_string_pretty(&report::to_json(&report)).context("encoding the report")?;
-    std::fs::write(&json_path, text + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!();
-    println!("JSON: {}", json_path.display());
+    benchrun::publish(
+        &report::render_table(&report),
+        &report::to_json(&report),
+        args.json.as_deref(),
+        "cluster-bench.json",
+    )?;
     println!("logs: {}", log_dir.display());
     let cairn_missing = wants(args, System::Cairn) && report.cairn_not_run.is_some();
     Ok(!report.has_errors() && !cairn_missing)
@@ -251,7 +228,10 @@ async fn bench(args: &Args, setup: &Setup<'_>, conditions: Conditions) -> Result
         say("forming the Cairn cluster (bootstrap, join token, 2 joins)");
         match cairn.form().await {
             Ok(()) => {
-                say(&format!("Cairn cluster formed: pids {:?}", cairn.pids()));
+                say(&format!(
+                    "Cairn cluster formed: pids {:?}",
+                    cairn.nodes().pids()
+                ));
                 clusters.push(Cluster::Cairn(cairn));
             }
             Err(e) => {
@@ -259,7 +239,7 @@ async fn bench(args: &Args, setup: &Setup<'_>, conditions: Conditions) -> Result
                 say(&format!(
                     "the Cairn cluster did not form; measuring etcd only: {why}"
                 ));
-                cairn.stop_all();
+                cairn.nodes_mut().stop_all();
                 cairn_not_run = Some(why);
             }
         }
@@ -271,7 +251,10 @@ async fn bench(args: &Args, setup: &Setup<'_>, conditions: Conditions) -> Result
         etcd.form(FORM_TIMEOUT)
             .await
             .context("forming the etcd cluster")?;
-        say(&format!("etcd cluster formed: pids {:?}", etcd.pids()));
+        say(&format!(
+            "etcd cluster formed: pids {:?}",
+            etcd.nodes().pids()
+        ));
         clusters.push(Cluster::Etcd(etcd));
     }
     if clusters.is_empty() {
@@ -319,9 +302,7 @@ async fn bench(args: &Args, setup: &Setup<'_>, conditions: Conditions) -> Result
         }
     }
     let mut bulk_result = None;
-    if args.bulk_writes > 0
-        && let Some(Cluster::Cairn(cairn)) = clusters.iter().find(|c| c.system() == System::Cairn)
-    {
+    if args.bulk_writes > 0 {
         let spec = BulkSpec {
             writes: args.bulk_writes,
             clients: args.clients,
@@ -330,25 +311,35 @@ async fn bench(args: &Args, setup: &Setup<'_>, conditions: Conditions) -> Result
             samples: args.bulk_samples,
             settle: Duration::from_secs(args.settle_secs),
         };
-        let members = bulk::Members {
-            addrs: cairn.members(),
-            state_dirs: (0..cairn.size())
-                .filter_map(|i| cairn.state_dir(i).map(Path::to_path_buf))
-                .collect(),
-            pids: cairn.pids(),
-        };
-        say(&format!(
-            "bulk: {} writes over {} keys with {} clients, sampling raft/ and RSS",
-            spec.writes, spec.keys, spec.clients
-        ));
-        let outcome = bulk::run(cairn.admin()?, &members, &spec).await;
-        say(&format!(
-            "bulk: {} acknowledged in {:.0} s, {} errors",
-            outcome.acknowledged,
-            outcome.wall.as_secs_f64(),
-            outcome.errors
-        ));
-        bulk_result = Some((spec, outcome));
+        let mut outcomes = Vec::new();
+        // Cairn first, as in the table; each system's bulk run is on its
+        // own while the other idles.
+        clusters.sort_by_key(|c| c.system() != System::Cairn);
+        for cluster in &clusters {
+            let name = cluster.system().name();
+            say(&format!(
+                "bulk {name}: {} writes over {} keys with {} clients, sampling disk and RSS",
+                spec.writes, spec.keys, spec.clients
+            ));
+            let compactions_before = cluster.compactions_logged();
+            let mut outcome = bulk::run(cluster.client()?, &cluster.bulk_members(), &spec).await;
+            outcome.compactions = cluster
+                .compactions_logged()
+                .zip(compactions_before)
+                .map(|(after, before)| after.saturating_sub(before));
+            say(&format!(
+                "bulk {name}: {} acknowledged in {:.0} s ({:.0} writes/s), {} errors",
+                outcome.acknowledged,
+                outcome.wall.as_secs_f64(),
+                outcome.rate(),
+                outcome.errors
+            ));
+            outcomes.push(outcome);
+        }
+        bulk_result = Some(BulkReport {
+            spec,
+            systems: outcomes,
+        });
     }
     for cluster in &mut clusters {
         cluster.stop_all();

@@ -19,8 +19,10 @@ use api::types::{BootstrapResponse, ClusterStatus, CreatedToken, MemberRole, Mem
 use cluster::pki::{self, Fingerprint, IssuedCert, SubjectName};
 use rustls::ClientConfig;
 
-use super::kv::{KvConnection, System};
-use super::node::{ClusterError, MemberProcess, add_veth, member_ip};
+use super::kv::System;
+use super::node::{
+    Call, ClusterError, Member, MemberProcess, MemberSet, Patience, add_veth, call_json, member_ip,
+};
 use crate::apibench::client;
 use crate::apibench::sandbox::BenchNamespace;
 
@@ -47,14 +49,15 @@ pub struct CairnCluster<'ns> {
     ns: &'ns BenchNamespace,
     binary: PathBuf,
     setup_token: String,
-    nodes: Vec<CairnNode>,
+    nodes: MemberSet<CairnFiles>,
     admin: Option<Arc<ClientConfig>>,
 }
 
+/// What member `i` starts from: its state directory (machine config,
+/// `raft/`, keys).
 #[derive(Debug)]
-struct CairnNode {
+pub struct CairnFiles {
     state: PathBuf,
-    process: MemberProcess,
 }
 
 impl<'ns> CairnCluster<'ns> {
@@ -88,24 +91,29 @@ impl<'ns> CairnCluster<'ns> {
             let path = state.join("config.toml");
             std::fs::write(&path, config)
                 .map_err(ClusterError::io(format!("writing {}", path.display())))?;
-            nodes.push(CairnNode {
-                state,
+            nodes.push(Member {
                 process: MemberProcess::new(name.clone(), log_dir.join(format!("{name}.log"))),
+                files: CairnFiles { state },
             });
         }
         Ok(Self {
             ns,
             binary: binary.to_path_buf(),
             setup_token,
-            nodes,
+            nodes: MemberSet::new(nodes),
             admin: None,
         })
     }
 
-    /// How many members there are.
+    /// The members.
     #[must_use]
-    pub fn size(&self) -> usize {
-        self.nodes.len()
+    pub fn nodes(&self) -> &MemberSet<CairnFiles> {
+        &self.nodes
+    }
+
+    /// The members, to kill or stop.
+    pub fn nodes_mut(&mut self) -> &mut MemberSet<CairnFiles> {
+        &mut self.nodes
     }
 
     /// Member `i`'s API address.
@@ -123,31 +131,13 @@ impl<'ns> CairnCluster<'ns> {
     /// Member `i`'s name.
     #[must_use]
     pub fn name(&self, i: usize) -> &str {
-        self.nodes.get(i).map_or("", |n| n.process.name())
+        self.nodes.name(i)
     }
 
     /// Member `i`'s state directory.
     #[must_use]
     pub fn state_dir(&self, i: usize) -> Option<&Path> {
-        self.nodes.get(i).map(|n| n.state.as_path())
-    }
-
-    /// Member `i`'s log.
-    #[must_use]
-    pub fn log(&self, i: usize) -> Option<&Path> {
-        self.nodes.get(i).map(|n| n.process.log())
-    }
-
-    /// Pids of the running members.
-    #[must_use]
-    pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().filter_map(|n| n.process.pid()).collect()
-    }
-
-    /// Whether member `i` is running.
-    #[must_use]
-    pub fn is_running(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| n.process.is_running())
+        self.nodes.files(i).map(|f| f.state.as_path())
     }
 
     /// The admin's client configuration (after [`CairnCluster::form`]).
@@ -160,12 +150,6 @@ impl<'ns> CairnCluster<'ns> {
             .ok_or_else(|| ClusterError::State("the Cairn cluster is not formed yet".into()))
     }
 
-    fn node(&mut self, i: usize) -> Result<&mut CairnNode, ClusterError> {
-        self.nodes
-            .get_mut(i)
-            .ok_or_else(|| ClusterError::State(format!("no member {i}")))
-    }
-
     /// Starts member `i` on its state directory.
     ///
     /// # Errors
@@ -173,74 +157,37 @@ impl<'ns> CairnCluster<'ns> {
     pub fn start(&mut self, i: usize) -> Result<(), ClusterError> {
         let ip = member_ip(i);
         let mut command = self.ns.command(&self.binary);
-        let node = self
-            .nodes
-            .get_mut(i)
-            .ok_or_else(|| ClusterError::State(format!("no member {i}")))?;
+        let Member { process, files } = self.nodes.get_mut(i)?;
         command
-            .env("CAIRN_STATE_DIR", &node.state)
+            .env("CAIRN_STATE_DIR", &files.state)
             .env("CAIRN_API_ADDR", format!("{ip}:{API_PORT}"))
             .env("CAIRN_PEER_ADDR", format!("{ip}:{PEER_PORT}"))
             .env("CAIRN_HEALTH_ADDR", format!("{ip}:{HEALTH_PORT}"))
             // Nothing answers there: node info then reports the boot entry
             // as unknown, which nothing here reads.
-            .env("CAIRN_INIT_SOCKET", node.state.join("no-init.sock"));
-        node.process.start(command)
-    }
-
-    /// SIGKILLs member `i`.
-    ///
-    /// # Errors
-    /// [`ClusterError::State`] if it is not running.
-    pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
-        self.node(i)?.process.kill()
-    }
-
-    /// Stops every member gracefully.
-    pub fn stop_all(&mut self) {
-        for node in &mut self.nodes {
-            node.process.stop();
-        }
-    }
-
-    /// Fails if a member that should run has exited.
-    ///
-    /// # Errors
-    /// [`ClusterError::Exited`] with its log tail.
-    pub fn check_running(&mut self) -> Result<(), ClusterError> {
-        for node in &mut self.nodes {
-            if node.process.is_running() {
-                node.process.check_running()?;
-            }
-        }
-        Ok(())
+            .env("CAIRN_INIT_SOCKET", files.state.join("no-init.sock"));
+        process.start(command)
     }
 
     async fn wait_fingerprint(&mut self, i: usize) -> Result<Fingerprint, ClusterError> {
-        let deadline = Instant::now() + crate::timeout(START_TIMEOUT);
+        let patience = Patience::new(
+            format!("{} printing its certificate fingerprint", self.name(i)),
+            START_TIMEOUT,
+        );
         loop {
-            let node = self.node(i)?;
-            node.process.check_running()?;
-            let text = node.process.log_since_start();
+            let process = &mut self.nodes.get_mut(i)?.process;
+            process.check_running()?;
+            let text = process.log_since_start();
             if let Some(line) = text.lines().find_map(|l| l.strip_prefix(FINGERPRINT_LINE)) {
                 return line.trim().parse().map_err(|e| {
                     ClusterError::State(format!(
                         "{} printed an unreadable fingerprint {line:?}: {e}",
-                        node.process.name()
+                        process.name()
                     ))
                 });
             }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout {
-                    what: format!(
-                        "{} printing its certificate fingerprint",
-                        node.process.name()
-                    ),
-                    limit: START_TIMEOUT,
-                    detail: super::node::tail(node.process.log(), 20),
-                });
-            }
-            tokio::time::sleep(POLL).await;
+            let tail = super::node::tail(process.log(), 20);
+            patience.again(tail, POLL).await?;
         }
     }
 
@@ -263,10 +210,12 @@ impl<'ns> CairnCluster<'ns> {
         let created: CreatedToken = retry_call(
             &admin,
             first,
-            "POST",
-            "/v1/cluster/tokens",
-            Some(b"{}"),
-            "POST /v1/cluster/tokens",
+            Call {
+                method: "POST",
+                path: "/v1/cluster/tokens",
+                body: Some(b"{}"),
+                what: "POST /v1/cluster/tokens",
+            },
         )
         .await?;
         for (i, fingerprint) in fingerprints.iter().enumerate().skip(1) {
@@ -283,10 +232,12 @@ impl<'ns> CairnCluster<'ns> {
             let _: serde_json::Value = retry_call(
                 &pinned,
                 Self::api_addr(i),
-                "POST",
-                "/v1/cluster/join",
-                Some(body.as_bytes()),
-                &what,
+                Call {
+                    method: "POST",
+                    path: "/v1/cluster/join",
+                    body: Some(body.as_bytes()),
+                    what: &what,
+                },
             )
             .await?;
         }
@@ -312,10 +263,12 @@ impl<'ns> CairnCluster<'ns> {
         let boot: BootstrapResponse = retry_call(
             &pinned,
             addr,
-            "POST",
-            "/v1/cluster/bootstrap",
-            Some(body.as_bytes()),
-            "POST /v1/cluster/bootstrap",
+            Call {
+                method: "POST",
+                path: "/v1/cluster/bootstrap",
+                body: Some(body.as_bytes()),
+                what: "POST /v1/cluster/bootstrap",
+            },
         )
         .await?;
         client::member_config(
@@ -337,10 +290,13 @@ impl<'ns> CairnCluster<'ns> {
         call_json(
             &admin,
             Self::api_addr(i),
-            "GET",
-            "/v1/cluster",
-            None,
-            "GET /v1/cluster",
+            Call {
+                method: "GET",
+                path: "/v1/cluster",
+                body: None,
+                what: "GET /v1/cluster",
+            },
+            CALL_TIMEOUT,
         )
         .await
     }
@@ -354,7 +310,7 @@ impl<'ns> CairnCluster<'ns> {
     pub async fn leader(&self) -> Result<usize, ClusterError> {
         let mut last = String::from("no member is running");
         for i in 0..self.nodes.len() {
-            if !self.is_running(i) {
+            if !self.nodes.is_running(i) {
                 continue;
             }
             match self.status(i).await {
@@ -363,8 +319,7 @@ impl<'ns> CairnCluster<'ns> {
                 }) => {
                     return self
                         .nodes
-                        .iter()
-                        .position(|n| n.process.name() == name)
+                        .position(&name)
                         .ok_or_else(|| ClusterError::State(format!("leader {name} is no member")));
                 }
                 Ok(_) => last = format!("{} knows no leader", self.name(i)),
@@ -381,27 +336,21 @@ impl<'ns> CairnCluster<'ns> {
     /// [`ClusterError::Timeout`] with the last thing that was not right.
     pub async fn wait_converged(&mut self, limit: Duration) -> Result<(), ClusterError> {
         let admin = self.admin()?;
-        let deadline = Instant::now() + crate::timeout(limit);
+        let patience = Patience::new(
+            "the Cairn cluster converging (all voters ready, reads everywhere)",
+            limit,
+        );
         loop {
-            self.check_running()?;
-            let last = match self.converged(&admin).await {
+            self.nodes.check_running()?;
+            match self.converged(&admin).await {
                 Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout {
-                    what: "the Cairn cluster converging (all voters ready, reads everywhere)"
-                        .into(),
-                    limit,
-                    detail: last,
-                });
+                Err(last) => patience.again(last, POLL * 2).await?,
             }
-            tokio::time::sleep(POLL * 2).await;
         }
     }
 
     async fn converged(&self, admin: &Arc<ClientConfig>) -> Result<(), String> {
-        if let Some(i) = (0..self.nodes.len()).find(|i| !self.is_running(*i)) {
+        if let Some(i) = (0..self.nodes.len()).find(|i| !self.nodes.is_running(*i)) {
             return Err(format!("{} is not running", self.name(i)));
         }
         let leader = self.leader().await.map_err(|e| crate::report(&e))?;
@@ -423,14 +372,15 @@ impl<'ns> CairnCluster<'ns> {
                     .collect::<Vec<_>>()
             ));
         }
-        for (i, addr) in self.members().into_iter().enumerate() {
-            let mut connection = KvConnection::new(System::Cairn, Arc::clone(admin), addr);
-            connection
-                .get(PROBE_KEY, CALL_TIMEOUT)
-                .await
-                .map_err(|e| format!("a read through {}: {}", self.name(i), crate::report(&e)))?;
-        }
-        Ok(())
+        self.nodes
+            .read_through_each(
+                System::Cairn,
+                admin,
+                &self.members(),
+                PROBE_KEY,
+                CALL_TIMEOUT,
+            )
+            .await
     }
 
     /// Starts member `i` again on its state and waits until the cluster
@@ -444,26 +394,19 @@ impl<'ns> CairnCluster<'ns> {
     }
 }
 
-/// One setup call; the answer must be 200 with a `T` body.
-async fn call_json<T: serde::de::DeserializeOwned>(
-    config: &Arc<ClientConfig>,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    what: &str,
-) -> Result<T, ClusterError> {
-    let (status, answer) = client::call(config, addr, method, path, body, CALL_TIMEOUT)
-        .await
-        .map_err(ClusterError::request(format!("{what} to {addr}")))?;
-    if status != 200 {
-        return Err(ClusterError::Refused {
-            what: format!("{what} to {addr}"),
-            status,
-            body: String::from_utf8_lossy(&answer).into_owned(),
-        });
-    }
-    serde_json::from_slice(&answer).map_err(ClusterError::decode(what))
+/// What cairnd keeps on disk, in words for the report: its defaults, read
+/// from the cluster crate the measured cairnd is built from.
+#[must_use]
+pub fn keeps() -> String {
+    let raft = cluster::raft::replica::ReplicaConfig::new(1);
+    format!(
+        "the latest value of each key and the last {} changes (at most {} MiB) for watches; \
+         a snapshot every {} applied entries, the log compacted to {} entries behind it",
+        cluster::store::state::HISTORY_EVENTS,
+        cluster::store::state::HISTORY_BYTES / (1024 * 1024),
+        raft.snapshot_interval,
+        raft.log_tail
+    )
 }
 
 /// A setup call retried while the connection fails (a listener not bound
@@ -472,14 +415,11 @@ async fn call_json<T: serde::de::DeserializeOwned>(
 async fn retry_call<T: serde::de::DeserializeOwned>(
     config: &Arc<ClientConfig>,
     addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    what: &str,
+    call: Call<'_>,
 ) -> Result<T, ClusterError> {
     let deadline = Instant::now() + crate::timeout(START_TIMEOUT);
     loop {
-        match call_json(config, addr, method, path, body, what).await {
+        match call_json(config, addr, call, CALL_TIMEOUT).await {
             Err(ClusterError::Request { .. } | ClusterError::Refused { status: 503, .. })
                 if Instant::now() < deadline =>
             {

@@ -9,18 +9,28 @@
 //! `n` listens on `127.0.0.<n>:2379` (clients) and `:2380` (peers) and
 //! keeps its data in `<root>/etcd-<n>`. Clients speak etcd's v3 JSON
 //! gateway over HTTP/1.1 on the client port.
+//!
+//! Disk: etcd's defaults bound the WAL (a snapshot every 100,000 entries,
+//! then WAL files before it are purged beyond 5) but keep every revision of
+//! every key; revision auto-compaction keeps the last
+//! [`COMPACTION_RETENTION`] revisions, as much history as Cairn keeps for
+//! watches. Compaction frees pages inside the bbolt file but never shrinks
+//! it (only a defrag does, which an operator runs by hand; the bench does
+//! not).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use cluster::pki::{CertificateAuthority, NodeCertRequest, Role, SubjectName};
 use rustls::ClientConfig;
 use serde::Deserialize;
 
-use super::kv::{KvConnection, System};
-use super::node::{ClusterError, MemberProcess, member_ip};
+use super::kv::System;
+use super::node::{
+    Call, ClusterError, Member, MemberProcess, MemberSet, Patience, call_json, member_ip,
+};
 use crate::apibench::client;
 use crate::apibench::sandbox::BenchNamespace;
 use crate::tools::Tool;
@@ -35,6 +45,17 @@ pub const CLIENT_PORT: u16 = 2379;
 /// Peer port.
 pub const PEER_PORT: u16 = 2380;
 
+/// Applied entries between snapshots (etcd 3.4's default), after which
+/// the WAL before the snapshot may be purged.
+pub const SNAPSHOT_COUNT: u64 = 100_000;
+/// WAL files and snapshot files kept (etcd's default for each).
+pub const MAX_FILES: u32 = 5;
+/// Revisions kept by revision auto-compaction: as many as the changes
+/// Cairn keeps for watches.
+pub const COMPACTION_RETENTION: usize = cluster::store::state::HISTORY_EVENTS;
+
+/// What etcd 3.4 logs (either logger) when a compaction is done.
+const COMPACTION_LINE: &str = "finished scheduled compaction";
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(100);
 const PROBE_KEY: &str = "bench-probe";
@@ -44,19 +65,19 @@ const PROBE_KEY: &str = "bench-probe";
 pub struct EtcdCluster<'ns> {
     ns: &'ns BenchNamespace,
     binary: PathBuf,
-    nodes: Vec<EtcdNode>,
+    nodes: MemberSet<EtcdFiles>,
     client: Arc<ClientConfig>,
     /// Member ids (from each member's status), once known.
     ids: Vec<Option<String>>,
     ca_file: PathBuf,
 }
 
+/// What member `i` starts from: its data directory and certificate.
 #[derive(Debug)]
-struct EtcdNode {
+pub struct EtcdFiles {
     data: PathBuf,
     cert: PathBuf,
     key: PathBuf,
-    process: MemberProcess,
 }
 
 #[derive(Deserialize)]
@@ -113,11 +134,13 @@ impl<'ns> EtcdCluster<'ns> {
             let key = pki.join(format!("{name}-key.pem"));
             write(&cert, &issued.cert_pem)?;
             write(&key, &issued.key_pem)?;
-            nodes.push(EtcdNode {
-                data: root.join(&name),
-                cert,
-                key,
+            nodes.push(Member {
                 process: MemberProcess::new(name.clone(), log_dir.join(format!("{name}.log"))),
+                files: EtcdFiles {
+                    data: root.join(&name),
+                    cert,
+                    key,
+                },
             });
         }
         let user = SubjectName::try_from("bench").map_err(|e| tls(&e))?;
@@ -130,7 +153,7 @@ impl<'ns> EtcdCluster<'ns> {
             ns,
             binary: binary.to_path_buf(),
             ids: vec![None; nodes.len()],
-            nodes,
+            nodes: MemberSet::new(nodes),
             client,
             ca_file,
         })
@@ -154,22 +177,27 @@ impl<'ns> EtcdCluster<'ns> {
         Arc::clone(&self.client)
     }
 
+    /// The members.
+    #[must_use]
+    pub fn nodes(&self) -> &MemberSet<EtcdFiles> {
+        &self.nodes
+    }
+
+    /// The members, to kill or stop.
+    pub fn nodes_mut(&mut self) -> &mut MemberSet<EtcdFiles> {
+        &mut self.nodes
+    }
+
     /// Member `i`'s name.
     #[must_use]
     pub fn name(&self, i: usize) -> &str {
-        self.nodes.get(i).map_or("", |n| n.process.name())
+        self.nodes.name(i)
     }
 
     /// Member `i`'s data directory.
     #[must_use]
     pub fn data_dir(&self, i: usize) -> Option<&Path> {
-        self.nodes.get(i).map(|n| n.data.as_path())
-    }
-
-    /// Pids of the running members.
-    #[must_use]
-    pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().filter_map(|n| n.process.pid()).collect()
+        self.nodes.files(i).map(|f| f.data.as_path())
     }
 
     fn initial_cluster(&self) -> String {
@@ -179,6 +207,17 @@ impl<'ns> EtcdCluster<'ns> {
             .join(",")
     }
 
+    /// History compactions member 1 has logged so far, over all its
+    /// incarnations (every member compacts at the same revisions: the
+    /// leader's compactor sends the compaction through Raft).
+    #[must_use]
+    pub fn compactions_logged(&self) -> u64 {
+        self.nodes.get(0).map_or(0, |m| {
+            let log = std::fs::read_to_string(m.process.log()).unwrap_or_default();
+            u64::try_from(log.matches(COMPACTION_LINE).count()).unwrap_or(u64::MAX)
+        })
+    }
+
     /// Starts member `i` (on its existing data, if any).
     ///
     /// # Errors
@@ -186,18 +225,16 @@ impl<'ns> EtcdCluster<'ns> {
     pub fn start(&mut self, i: usize) -> Result<(), ClusterError> {
         let initial = self.initial_cluster();
         let mut command = self.ns.command(&self.binary);
-        let node = self
-            .nodes
-            .get_mut(i)
-            .ok_or_else(|| ClusterError::State(format!("no member {i}")))?;
+        let ca_file = &self.ca_file;
+        let Member { process, files } = self.nodes.get_mut(i)?;
         let ip = member_ip(i);
         let client_url = format!("https://{ip}:{CLIENT_PORT}");
         let peer_url = format!("https://{ip}:{PEER_PORT}");
         command
             .arg("--name")
-            .arg(node.process.name())
+            .arg(process.name())
             .arg("--data-dir")
-            .arg(&node.data)
+            .arg(&files.data)
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
@@ -206,73 +243,45 @@ impl<'ns> EtcdCluster<'ns> {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "cairn-cluster-bench"])
             .arg("--cert-file")
-            .arg(&node.cert)
+            .arg(&files.cert)
             .arg("--key-file")
-            .arg(&node.key)
+            .arg(&files.key)
             .arg("--client-cert-auth")
             .arg("--trusted-ca-file")
-            .arg(&self.ca_file)
+            .arg(ca_file)
             .arg("--peer-cert-file")
-            .arg(&node.cert)
+            .arg(&files.cert)
             .arg("--peer-key-file")
-            .arg(&node.key)
+            .arg(&files.key)
             .arg("--peer-client-cert-auth")
             .arg("--peer-trusted-ca-file")
-            .arg(&self.ca_file)
+            .arg(ca_file)
             // etcd's defaults, spelled out: the bench compares durable
-            // stores (the WAL is fsynced on every commit either way).
-            .args(["--snapshot-count", "100000"]);
-        node.process.start(command)
-    }
-
-    /// SIGKILLs member `i`.
-    ///
-    /// # Errors
-    /// [`ClusterError::State`] if it is not running.
-    pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
-        self.nodes
-            .get_mut(i)
-            .ok_or_else(|| ClusterError::State(format!("no member {i}")))?
-            .process
-            .kill()
-    }
-
-    /// Stops every member gracefully.
-    pub fn stop_all(&mut self) {
-        for node in &mut self.nodes {
-            node.process.stop();
-        }
-    }
-
-    fn check_running(&mut self) -> Result<(), ClusterError> {
-        for node in &mut self.nodes {
-            if node.process.is_running() {
-                node.process.check_running()?;
-            }
-        }
-        Ok(())
+            // stores (the WAL is fsynced on every commit either way), and
+            // these bound the WAL and snapshot files on disk.
+            .args(["--snapshot-count", &SNAPSHOT_COUNT.to_string()])
+            .args(["--max-wals", &MAX_FILES.to_string()])
+            .args(["--max-snapshots", &MAX_FILES.to_string()])
+            // Not a default: without it etcd keeps every revision forever.
+            // With it, etcd keeps as much history as Cairn keeps for
+            // watches (see `keeps`).
+            .args(["--auto-compaction-mode", "revision"])
+            .args([
+                "--auto-compaction-retention",
+                &COMPACTION_RETENTION.to_string(),
+            ]);
+        process.start(command)
     }
 
     async fn status(&self, i: usize) -> Result<StatusResponse, ClusterError> {
         let what = format!("POST /v3/maintenance/status on {}", self.name(i));
-        let (status, body) = client::call(
-            &self.client,
-            Self::client_addr(i),
-            "POST",
-            "/v3/maintenance/status",
-            Some(b"{}"),
-            CALL_TIMEOUT,
-        )
-        .await
-        .map_err(ClusterError::request(what.clone()))?;
-        if status != 200 {
-            return Err(ClusterError::Refused {
-                what,
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        serde_json::from_slice(&body).map_err(ClusterError::decode(what))
+        let call = Call {
+            method: "POST",
+            path: "/v3/maintenance/status",
+            body: Some(b"{}"),
+            what: &what,
+        };
+        call_json(&self.client, Self::client_addr(i), call, CALL_TIMEOUT).await
     }
 
     /// Starts every member and waits until they have a leader and each
@@ -294,7 +303,7 @@ impl<'ns> EtcdCluster<'ns> {
     pub async fn leader(&self) -> Result<usize, ClusterError> {
         let mut last = String::from("no member is running");
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].process.is_running() {
+            if !self.nodes.is_running(i) {
                 continue;
             }
             match self.status(i).await {
@@ -324,27 +333,22 @@ impl<'ns> EtcdCluster<'ns> {
     /// # Errors
     /// [`ClusterError::Timeout`] with the last thing that was not right.
     pub async fn wait_converged(&mut self, limit: Duration) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + crate::timeout(limit);
+        let patience = Patience::new(
+            "the etcd cluster converging (a leader, reads everywhere)",
+            limit,
+        );
         loop {
-            self.check_running()?;
-            let last = match self.converged().await {
+            self.nodes.check_running()?;
+            match self.converged().await {
                 Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout {
-                    what: "the etcd cluster converging (a leader, reads everywhere)".into(),
-                    limit,
-                    detail: last,
-                });
+                Err(last) => patience.again(last, POLL * 2).await?,
             }
-            tokio::time::sleep(POLL * 2).await;
         }
     }
 
     async fn converged(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].process.is_running() {
+            if !self.nodes.is_running(i) {
                 return Err(format!("{} is not running", self.name(i)));
             }
             let status = self.status(i).await.map_err(|e| crate::report(&e))?;
@@ -354,14 +358,15 @@ impl<'ns> EtcdCluster<'ns> {
             self.ids[i] = Some(status.header.member_id);
         }
         self.leader().await.map_err(|e| crate::report(&e))?;
-        for (i, addr) in self.members().into_iter().enumerate() {
-            let mut connection = KvConnection::new(System::Etcd, Arc::clone(&self.client), addr);
-            connection
-                .get(PROBE_KEY, CALL_TIMEOUT)
-                .await
-                .map_err(|e| format!("a read through {}: {}", self.name(i), crate::report(&e)))?;
-        }
-        Ok(())
+        self.nodes
+            .read_through_each(
+                System::Etcd,
+                &self.client,
+                &self.members(),
+                PROBE_KEY,
+                CALL_TIMEOUT,
+            )
+            .await
     }
 
     /// Starts member `i` again on its data and waits until the cluster has
@@ -373,6 +378,18 @@ impl<'ns> EtcdCluster<'ns> {
         self.start(i)?;
         self.wait_converged(limit).await
     }
+}
+
+/// What these members keep on disk, in words for the report.
+#[must_use]
+pub fn keeps() -> String {
+    format!(
+        "the last {COMPACTION_RETENTION} revisions (--auto-compaction-mode=revision \
+         --auto-compaction-retention={COMPACTION_RETENTION}, applied every 5 minutes); \
+         a snapshot every {SNAPSHOT_COUNT} entries (--snapshot-count), WAL files \
+         a snapshot covers purged beyond {MAX_FILES} (--max-wals), {MAX_FILES} snapshot \
+         files (--max-snapshots); the bbolt file is never defragmented"
+    )
 }
 
 /// `etcd --version`'s first line, e.g. `etcd Version: 3.4.23`.

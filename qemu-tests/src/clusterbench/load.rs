@@ -131,21 +131,7 @@ pub async fn run(
     barrier.wait().await;
     let started = Instant::now();
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(one) => {
-                outcome.latencies.extend(one.latencies);
-                outcome.errors += one.errors;
-                if outcome.first_error.is_none() {
-                    outcome.first_error = one.first_error;
-                }
-            }
-            Err(e) => {
-                outcome.errors += 1;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("client task failed: {e}"));
-            }
-        }
+        outcome.absorb(joined);
     }
     outcome.wall = started.elapsed();
     outcome

@@ -8,8 +8,9 @@
 //! talk TLS with client certificates, and every client keeps its
 //! connection alive. The numbers: write throughput with 1 and 16 clients,
 //! p50/p99 write latency, linearizable read throughput, leader failover
-//! time, and Cairn's disk use and memory after many writes with log
-//! compaction (binary `cairn-cluster-bench`).
+//! time, and both systems' disk use, memory and write rate over many
+//! writes with compaction, etcd's set to keep as much history as Cairn's
+//! (binary `cairn-cluster-bench`).
 //!
 //! The same harness runs the multi-process kill -9 test
 //! (`tests/cluster_processes.rs`): real cairnd processes, SIGKILLed and
@@ -17,9 +18,10 @@
 //!
 //! ## Moving parts
 //!
-//! - [`node`]: one member process across kills and restarts, the error
-//!   type, loopback addresses (`127.0.0.<n>`: every member gets the
-//!   standard ports on its own address) and disk usage.
+//! - [`node`]: one member process across kills and restarts, the set of
+//!   members a cluster drives by index, the bounded wait for a cluster
+//!   state, the error type, loopback addresses (`127.0.0.<n>`: every
+//!   member gets the standard ports on its own address) and disk usage.
 //! - [`cairn`]: three cairnd processes, formed into a cluster over the API
 //!   the way an operator does it (bootstrap, join token, join).
 //! - [`etcd`]: three etcd members with a PKI from the cluster crate.
@@ -28,7 +30,8 @@
 //!   (Cairn's `/v1/kv`, etcd's v3 JSON gateway with [`base64`]), over a
 //!   kept-alive mTLS connection.
 //! - [`load`]: the closed-loop workload and the failover probe.
-//! - [`bulk`]: many writes with disk and memory samples along the way.
+//! - [`bulk`]: many writes with disk and memory samples along the way,
+//!   for either system.
 //! - [`report`]: the table and the JSON, from the same values.
 //! - [`binary`]: finds or builds cairnd for the test.
 //!

@@ -1,20 +1,25 @@
 //! What both systems' clusters share: the error type, one member process
-//! that can be killed with SIGKILL and started again on the same data, and
-//! small helpers for the namespace they run in.
+//! that can be killed with SIGKILL and started again on the same data, the
+//! set of members a cluster drives by index, the bounded wait for a
+//! cluster state ([`Patience`]), one JSON call, and small helpers for the
+//! namespace they run in.
 //!
 //! Members listen on `127.0.0.<n>` of the namespace's loopback, so three of
 //! them use the standard ports side by side and nothing they send can leave
 //! the namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use rustls::ClientConfig;
 
-use crate::apibench::client::RequestError;
+use super::kv::{KvConnection, System};
+use crate::apibench::client::{self, RequestError};
 use crate::apibench::sandbox::{self, BenchNamespace, ChildGuard};
 
 /// A cluster could not be set up, observed or driven.
@@ -282,11 +287,243 @@ impl MemberProcess {
     }
 }
 
-/// Bytes used by the files under `dir` (allocated blocks, like `du`).
+/// One member: its process and what its system needs to start it again
+/// (`N`: a state directory, certificates).
+#[derive(Debug)]
+pub struct Member<N> {
+    /// The process across kills and restarts.
+    pub process: MemberProcess,
+    /// The system's own files for it.
+    pub files: N,
+}
+
+/// A cluster's members by index (0-based; member `i` listens on
+/// [`member_ip`]`(i)`), with what both systems do to them alike.
+#[derive(Debug)]
+pub struct MemberSet<N> {
+    members: Vec<Member<N>>,
+}
+
+impl<N> MemberSet<N> {
+    /// The members, none running yet.
+    #[must_use]
+    pub fn new(members: Vec<Member<N>>) -> Self {
+        Self { members }
+    }
+
+    /// How many there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Member `i`.
+    ///
+    /// # Errors
+    /// [`ClusterError::State`] if there is no such member.
+    pub fn get(&self, i: usize) -> Result<&Member<N>, ClusterError> {
+        self.members
+            .get(i)
+            .ok_or_else(|| ClusterError::State(format!("no member {i}")))
+    }
+
+    /// Member `i`, to start or stop.
+    ///
+    /// # Errors
+    /// [`ClusterError::State`] if there is no such member.
+    pub fn get_mut(&mut self, i: usize) -> Result<&mut Member<N>, ClusterError> {
+        self.members
+            .get_mut(i)
+            .ok_or_else(|| ClusterError::State(format!("no member {i}")))
+    }
+
+    /// Member `i`'s name ("" for no such member).
+    #[must_use]
+    pub fn name(&self, i: usize) -> &str {
+        self.members.get(i).map_or("", |m| m.process.name())
+    }
+
+    /// Member `i`'s files.
+    #[must_use]
+    pub fn files(&self, i: usize) -> Option<&N> {
+        self.members.get(i).map(|m| &m.files)
+    }
+
+    /// The index of the member named `name`.
+    #[must_use]
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.process.name() == name)
+    }
+
+    /// Pids of the running members.
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.process.pid())
+            .collect()
+    }
+
+    /// Whether member `i` is running.
+    #[must_use]
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members.get(i).is_some_and(|m| m.process.is_running())
+    }
+
+    /// SIGKILLs member `i`.
+    ///
+    /// # Errors
+    /// [`ClusterError::State`] if it is not running.
+    pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.get_mut(i)?.process.kill()
+    }
+
+    /// Stops every member gracefully.
+    pub fn stop_all(&mut self) {
+        for member in &mut self.members {
+            member.process.stop();
+        }
+    }
+
+    /// Reads `key` through every member in turn (`addrs` in member
+    /// order): each must answer a linearizable read.
+    ///
+    /// # Errors
+    /// Which member's read failed, and why.
+    pub async fn read_through_each(
+        &self,
+        system: System,
+        config: &Arc<ClientConfig>,
+        addrs: &[SocketAddr],
+        key: &str,
+        limit: Duration,
+    ) -> Result<(), String> {
+        for (i, addr) in addrs.iter().enumerate() {
+            let mut connection = KvConnection::new(system, Arc::clone(config), *addr);
+            connection
+                .get(key, limit)
+                .await
+                .map_err(|e| format!("a read through {}: {}", self.name(i), crate::report(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Fails if a member that should run has exited on its own.
+    ///
+    /// # Errors
+    /// [`ClusterError::Exited`] with its log tail.
+    pub fn check_running(&mut self) -> Result<(), ClusterError> {
+        for member in &mut self.members {
+            if member.process.is_running() {
+                member.process.check_running()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a wait for a cluster state may take: each failed look says
+/// why, and the last reason goes into the timeout error.
+#[derive(Debug)]
+pub struct Patience {
+    what: String,
+    limit: Duration,
+    deadline: std::time::Instant,
+}
+
+impl Patience {
+    /// A wait for `what` of at most `limit` (scaled by
+    /// `CAIRN_TIMEOUT_SCALE`), starting now.
+    #[must_use]
+    pub fn new(what: impl Into<String>, limit: Duration) -> Self {
+        Self {
+            what: what.into(),
+            limit,
+            deadline: std::time::Instant::now() + crate::timeout(limit),
+        }
+    }
+
+    /// After a look that was not yet right (`last` says why): sleeps
+    /// `poll` and returns, or gives up once the time is over.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`] with `last` as the detail.
+    pub async fn again(&self, last: String, poll: Duration) -> Result<(), ClusterError> {
+        if std::time::Instant::now() > self.deadline {
+            return Err(ClusterError::Timeout {
+                what: self.what.clone(),
+                limit: self.limit,
+                detail: last,
+            });
+        }
+        tokio::time::sleep(poll).await;
+        Ok(())
+    }
+}
+
+/// One setup or status call; the answer must be 200 with a `T` body.
+///
+/// # Errors
+/// [`ClusterError::Request`], [`ClusterError::Refused`] or
+/// [`ClusterError::Decode`], naming `what` and the address.
+pub async fn call_json<T: serde::de::DeserializeOwned>(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    request: Call<'_>,
+    limit: Duration,
+) -> Result<T, ClusterError> {
+    let what = format!("{} to {addr}", request.what);
+    let (status, answer) = client::call(
+        config,
+        addr,
+        request.method,
+        request.path,
+        request.body,
+        limit,
+    )
+    .await
+    .map_err(ClusterError::request(what.clone()))?;
+    if status != 200 {
+        return Err(ClusterError::Refused {
+            what,
+            status,
+            body: String::from_utf8_lossy(&answer).into_owned(),
+        });
+    }
+    serde_json::from_slice(&answer).map_err(ClusterError::decode(what))
+}
+
+/// What [`call_json`] sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The path with its query.
+    pub path: &'a str,
+    /// The JSON body, if any.
+    pub body: Option<&'a [u8]>,
+    /// What the call is for, in error messages.
+    pub what: &'a str,
+}
+
+/// Bytes used by the files under `path`, or by `path` itself when it is a
+/// file (allocated blocks, like `du`); 0 when it does not exist.
 #[must_use]
-pub fn disk_usage(dir: &Path) -> u64 {
+pub fn disk_usage(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(meta) = path.symlink_metadata() else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
     let mut total = 0;
@@ -314,13 +551,15 @@ mod tests {
     }
 
     #[test]
-    fn disk_usage_counts_allocated_blocks_recursively() {
+    fn disk_usage_counts_allocated_blocks_of_trees_and_single_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/a"), vec![1u8; 10_000]).unwrap();
         std::fs::write(dir.path().join("b"), vec![1u8; 5000]).unwrap();
         let used = disk_usage(dir.path());
         assert!(used >= 15_000, "{used}");
+        assert!(disk_usage(&dir.path().join("b")) >= 5000);
+        assert!(disk_usage(&dir.path().join("b")) < used);
         assert_eq!(disk_usage(&dir.path().join("missing")), 0);
     }
 }

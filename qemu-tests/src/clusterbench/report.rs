@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::bulk::{BulkOutcome, BulkSample, BulkSpec};
+use super::bulk::{BulkOutcome, BulkSample, BulkSpec, disk_parts};
 use super::kv::System;
 use crate::apibench::report::TargetRounds;
-use crate::apibench::stats::{TargetSummary, median, ms};
+use crate::apibench::stats::median;
 
 /// One system's rounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +87,25 @@ pub struct Conditions {
     pub etcd_version: String,
     /// Load generator threads.
     pub client_threads: usize,
+    /// What Cairn keeps on disk (history, snapshots, log).
+    pub cairn_keeps: String,
+    /// What etcd keeps on disk, with the flags that make it so.
+    pub etcd_keeps: String,
+}
+
+/// The bulk writes of every system that ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkReport {
+    /// The workload, the same for each system.
+    pub spec: BulkSpec,
+    /// One outcome per system, Cairn first when it ran.
+    pub systems: Vec<BulkOutcome>,
+}
+
+impl BulkReport {
+    fn system(&self, system: System) -> Option<&BulkOutcome> {
+        self.systems.iter().find(|o| o.system == system)
+    }
 }
 
 /// Everything one run measured.
@@ -99,7 +118,7 @@ pub struct Report {
     /// Why Cairn did not run, when it did not.
     pub cairn_not_run: Option<String>,
     /// The bulk writes, when they ran.
-    pub bulk: Option<(BulkSpec, BulkOutcome)>,
+    pub bulk: Option<BulkReport>,
 }
 
 impl Report {
@@ -107,10 +126,11 @@ impl Report {
     #[must_use]
     pub fn has_errors(&self) -> bool {
         self.systems.iter().any(|s| s.errors() > 0)
-            || self
-                .bulk
-                .as_ref()
-                .is_some_and(|(spec, out)| out.errors > 0 || out.acknowledged < spec.writes)
+            || self.bulk.as_ref().is_some_and(|b| {
+                b.systems
+                    .iter()
+                    .any(|out| out.errors > 0 || out.acknowledged < b.spec.writes)
+            })
     }
 
     fn system(&self, system: System) -> Option<&SystemRounds> {
@@ -268,115 +288,225 @@ pub fn render_table(report: &Report) -> String {
     if let Some(why) = &report.cairn_not_run {
         let _ = writeln!(out, "Cairn did not run: {why}");
     }
-    if let Some((spec, outcome)) = &report.bulk {
-        let _ = writeln!(out);
-        let rate = outcome.acknowledged as f64 / outcome.wall.as_secs_f64();
-        let _ = writeln!(
-            out,
-            "Cairn after {} acknowledged writes ({} asked; {} clients over {} keys, {}-byte values, {:.0} writes/s, {} errors):",
-            outcome.acknowledged,
-            spec.writes,
-            spec.clients,
-            spec.keys,
-            spec.value_bytes,
-            rate,
-            outcome.errors
-        );
-        let peak = |f: fn(&BulkSample) -> &Vec<u64>| -> Vec<u64> {
-            let n = outcome.settled.raft_bytes.len();
-            (0..n)
-                .map(|i| {
-                    outcome
-                        .samples
-                        .iter()
-                        .chain(std::iter::once(&outcome.settled))
-                        .filter_map(|s| f(s).get(i).copied())
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect()
+    if let Some(bulk) = &report.bulk {
+        render_bulk(&mut out, c, bulk);
+    }
+    out
+}
+
+type BulkMetric = fn(&BulkOutcome) -> f64;
+
+fn largest(values: &[u64]) -> f64 {
+    values.iter().copied().max().unwrap_or(0) as f64 / 1e6
+}
+
+/// The bulk rows: the rate, and the largest member's data directory and
+/// RSS (what an operator sizes a machine for), settled and at the peak.
+fn bulk_rows() -> Vec<(&'static str, BulkMetric, usize)> {
+    vec![
+        ("bulk writes/s", BulkOutcome::rate, 1),
+        (
+            "data dir MB, settled (largest)",
+            |o| largest(&o.settled.data_bytes),
+            1,
+        ),
+        (
+            "data dir MB, peak (largest)",
+            |o| largest(&o.peak(|s| &s.data_bytes)),
+            1,
+        ),
+        (
+            "RSS MB, settled (largest)",
+            |o| largest(&o.settled.rss_bytes),
+            1,
+        ),
+        (
+            "RSS MB, peak (largest)",
+            |o| largest(&o.peak(|s| &s.rss_bytes)),
+            1,
+        ),
+    ]
+}
+
+fn data_dir_name(system: System) -> &'static str {
+    match system {
+        System::Cairn => "state dir",
+        System::Etcd => "data dir",
+    }
+}
+
+fn render_bulk(out: &mut String, c: &Conditions, bulk: &BulkReport) {
+    let spec = &bulk.spec;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Bulk writes: {} per system, {} clients over {} keys, {}-byte values; settled = {} s after the last write",
+        spec.writes,
+        spec.clients,
+        spec.keys,
+        spec.value_bytes,
+        spec.settle.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "{:<32} {:>10} {:>10} {:>11}",
+        "", "cairn", "etcd", "cairn/etcd"
+    );
+    let cairn = bulk.system(System::Cairn);
+    let etcd = bulk.system(System::Etcd);
+    let cell = |o: Option<&BulkOutcome>, f: BulkMetric, p: usize| {
+        o.map_or_else(|| "-".to_owned(), |o| format!("{:.*}", p, f(o)))
+    };
+    for (label, f, precision) in bulk_rows() {
+        let ratio = match (cairn, etcd) {
+            (Some(a), Some(b)) => format!("{:.2}", f(a) / f(b)),
+            _ => "-".to_owned(),
         };
-        let s = &outcome.settled;
         let _ = writeln!(
             out,
-            "  raft/ per member, MB:       {} after settling {} s; peak {}",
-            mbs(&s.raft_bytes),
-            spec.settle.as_secs(),
-            mbs(&peak(|s| &s.raft_bytes))
+            "{label:<32} {:>10} {:>10} {ratio:>11}",
+            cell(cairn, f, precision),
+            cell(etcd, f, precision)
+        );
+    }
+    let acknowledged = |o: Option<&BulkOutcome>| {
+        o.map_or_else(
+            || "-".to_owned(),
+            |o| format!("{}/{}", o.acknowledged, o.errors),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{:<32} {:>10} {:>10}",
+        "acknowledged/errors",
+        acknowledged(cairn),
+        acknowledged(etcd)
+    );
+    for o in &bulk.systems {
+        let name = o.system.name();
+        let _ = writeln!(out, "{name} per member, MB (settled; peak):");
+        for (p, part) in disk_parts(o.system).iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:<16} {}; peak {}",
+                format!("{}:", part.path),
+                mbs(o.settled.parts.get(p).map_or(&[], Vec::as_slice)),
+                mbs(&o.peak(|s| s.parts.get(p).map_or(&[], Vec::as_slice)))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<16} {}; peak {}",
+            format!("{}:", data_dir_name(o.system)),
+            mbs(&o.settled.data_bytes),
+            mbs(&o.peak(|s| &s.data_bytes))
         );
         let _ = writeln!(
             out,
-            "  state dir per member, MB:   {}; peak {}",
-            mbs(&s.state_bytes),
-            mbs(&peak(|s| &s.state_bytes))
+            "  {:<16} {}; peak {}",
+            "RSS:",
+            mbs(&o.settled.rss_bytes),
+            mbs(&o.peak(|s| &s.rss_bytes))
         );
-        let _ = writeln!(
-            out,
-            "  cairnd RSS per member, MB:  {}; peak {}",
-            mbs(&s.rss_bytes),
-            mbs(&peak(|s| &s.rss_bytes))
-        );
-        let series = outcome
+        let series = o
             .samples
             .iter()
             .map(|s| {
                 format!(
                     "{}:{}",
                     s.writes,
-                    mb(s.raft_bytes.first().copied().unwrap_or(0))
+                    mb(s.data_bytes.first().copied().unwrap_or(0))
                 )
             })
             .collect::<Vec<_>>()
             .join(" ");
         let _ = writeln!(
             out,
-            "  raft/ of member 1 over the run (writes:MB): {series}"
+            "  {} of member 1 over the run (writes:MB): {series}",
+            data_dir_name(o.system)
         );
-        if let Some(e) = &outcome.first_error {
+        if let Some(n) = o.compactions {
+            let _ = writeln!(out, "  history compactions logged during the run: {n}");
+        }
+        if let Some(e) = &o.first_error {
             let _ = writeln!(out, "  first bulk error: {e}");
         }
     }
-    out
-}
-
-fn target_json(target: &TargetRounds) -> Value {
-    let s: TargetSummary = target.summary();
-    json!({
-        "ops_per_s": s.requests_per_s,
-        "p50_ms": s.p50_ms,
-        "p99_ms": s.p99_ms,
-        "server_cpu_ms_per_op": s.server_cpu_ms_per_request,
-        "errors": s.errors,
-        "first_error": target.first_error,
-        "rounds": target.rounds.iter().map(|r| json!({
-            "ops": r.requests,
-            "errors": r.errors,
-            "ops_per_s": r.requests_per_s,
-            "p50_ms": ms(r.p50),
-            "p99_ms": ms(r.p99),
-            "max_ms": ms(r.max),
-            "server_cpu_ms_per_op": ms(r.server_cpu_per_request),
-        })).collect::<Vec<_>>(),
-    })
+    if cairn.is_some() {
+        let _ = writeln!(out, "Cairn keeps: {}", c.cairn_keeps);
+    }
+    if etcd.is_some() {
+        let _ = writeln!(out, "etcd keeps: {}", c.etcd_keeps);
+    }
 }
 
 fn system_json(s: &SystemRounds) -> Value {
     json!({
-        "write_1_client": target_json(&s.write_one),
+        "write_1_client": s.write_one.to_json("op"),
         "write_1_client_via_leader": s.write_one_via_leader,
-        "write_many_clients": target_json(&s.write_many),
-        "linearizable_read_many_clients": target_json(&s.read_many),
+        "write_many_clients": s.write_many.to_json("op"),
+        "linearizable_read_many_clients": s.read_many.to_json("op"),
         "failover_ms": { "median": median(&s.failover_ms), "rounds": s.failover_ms, "failed": s.failover_errors },
         "errors": s.errors(),
     })
 }
 
-fn sample_json(s: &BulkSample) -> Value {
+fn sample_json(system: System, s: &BulkSample) -> Value {
+    let mut parts = serde_json::Map::new();
+    for (part, bytes) in disk_parts(system).iter().zip(&s.parts) {
+        parts.insert(part.path.to_owned(), json!(bytes));
+    }
     json!({
         "writes": s.writes,
-        "raft_bytes": s.raft_bytes,
-        "state_bytes": s.state_bytes,
+        "part_bytes": parts,
+        "data_dir_bytes": s.data_bytes,
         "rss_bytes": s.rss_bytes,
+    })
+}
+
+fn bulk_json(c: &Conditions, bulk: &BulkReport) -> Value {
+    let spec = &bulk.spec;
+    let mut systems = serde_json::Map::new();
+    for o in &bulk.systems {
+        systems.insert(
+            o.system.name().to_owned(),
+            json!({
+                "acknowledged": o.acknowledged,
+                "errors": o.errors,
+                "first_error": o.first_error,
+                "wall_s": o.wall.as_secs_f64(),
+                "writes_per_s": o.rate(),
+                "compactions_during_run": o.compactions,
+                "keeps": match o.system {
+                    System::Cairn => &c.cairn_keeps,
+                    System::Etcd => &c.etcd_keeps,
+                },
+                "samples": o.samples.iter().map(|s| sample_json(o.system, s)).collect::<Vec<_>>(),
+                "settled": sample_json(o.system, &o.settled),
+                "peak": {
+                    "data_dir_bytes": o.peak(|s| &s.data_bytes),
+                    "rss_bytes": o.peak(|s| &s.rss_bytes),
+                },
+            }),
+        );
+    }
+    let ratios = match (bulk.system(System::Cairn), bulk.system(System::Etcd)) {
+        (Some(a), Some(b)) => Value::Object(
+            bulk_rows()
+                .into_iter()
+                .map(|(label, f, _)| (label.to_owned(), json!(f(a) / f(b))))
+                .collect(),
+        ),
+        _ => Value::Null,
+    };
+    json!({
+        "writes_asked": spec.writes,
+        "clients": spec.clients,
+        "keys": spec.keys,
+        "value_bytes": spec.value_bytes,
+        "settle_s": spec.settle.as_secs_f64(),
+        "systems": systems,
+        "ratio_cairn_to_etcd": ratios,
     })
 }
 
@@ -412,23 +542,13 @@ pub fn to_json(report: &Report) -> Value {
             "cairnd_binary": c.cairnd_binary,
             "etcd_version": c.etcd_version,
             "client_threads": c.client_threads,
+            "cairn_keeps": c.cairn_keeps,
+            "etcd_keeps": c.etcd_keeps,
         },
         "systems": systems,
         "ratio_cairn_to_etcd": ratios,
         "cairn_not_run": report.cairn_not_run,
-        "cairn_bulk": report.bulk.as_ref().map(|(spec, out)| json!({
-            "writes_asked": spec.writes,
-            "acknowledged": out.acknowledged,
-            "errors": out.errors,
-            "first_error": out.first_error,
-            "clients": spec.clients,
-            "keys": spec.keys,
-            "value_bytes": spec.value_bytes,
-            "wall_s": out.wall.as_secs_f64(),
-            "settle_s": spec.settle.as_secs_f64(),
-            "samples": out.samples.iter().map(sample_json).collect::<Vec<_>>(),
-            "settled": sample_json(&out.settled),
-        })),
+        "bulk": report.bulk.as_ref().map(|b| bulk_json(c, b)),
     })
 }
 
@@ -475,6 +595,8 @@ mod tests {
                 cairnd_binary: "/x/cairnd".into(),
                 etcd_version: "etcd Version: 3.4.23".into(),
                 client_threads: 2,
+                cairn_keeps: "the last 10000 changes".into(),
+                etcd_keeps: "the last 10000 revisions".into(),
             },
             systems: vec![
                 rounds(System::Cairn, 2000.0, 500.0),
@@ -533,17 +655,29 @@ mod tests {
         assert_eq!(value["systems"]["etcd"]["failover_ms"]["median"], 1000.0);
     }
 
-    #[test]
-    fn json_carries_rounds_medians_ratios_and_bulk_samples() {
-        let mut r = report();
-        let sample = |w| BulkSample {
+    fn bulk_outcome(system: System, scale: u64, wall_s: u64) -> BulkOutcome {
+        let parts = disk_parts(system).len();
+        let sample = |w: u64, grow: u64| BulkSample {
             writes: w,
-            raft_bytes: vec![1_000_000, 2_000_000, 3_000_000],
-            state_bytes: vec![2_000_000; 3],
-            rss_bytes: vec![30_000_000; 3],
+            parts: vec![vec![scale, 2 * scale, 3 * scale]; parts],
+            data_bytes: vec![2 * scale + grow, 2 * scale, 4 * scale],
+            rss_bytes: vec![30_000_000, 40_000_000, 35_000_000],
         };
-        r.bulk = Some((
-            BulkSpec {
+        BulkOutcome {
+            system,
+            acknowledged: 1000,
+            errors: 0,
+            first_error: None,
+            wall: Duration::from_secs(wall_s),
+            samples: vec![sample(0, 0), sample(500, 6 * scale), sample(1000, 0)],
+            settled: sample(1000, 0),
+            compactions: (system == System::Etcd).then_some(2),
+        }
+    }
+
+    fn bulk_report() -> BulkReport {
+        BulkReport {
+            spec: BulkSpec {
                 writes: 1000,
                 clients: 16,
                 keys: 100,
@@ -551,15 +685,17 @@ mod tests {
                 samples: 2,
                 settle: Duration::from_secs(5),
             },
-            BulkOutcome {
-                acknowledged: 1000,
-                errors: 0,
-                first_error: None,
-                wall: Duration::from_secs(2),
-                samples: vec![sample(0), sample(500), sample(1000)],
-                settled: sample(1000),
-            },
-        ));
+            systems: vec![
+                bulk_outcome(System::Cairn, 1_000_000, 2),
+                bulk_outcome(System::Etcd, 2_000_000, 1),
+            ],
+        }
+    }
+
+    #[test]
+    fn json_carries_rounds_medians_ratios_and_bulk_samples() {
+        let mut r = report();
+        r.bulk = Some(bulk_report());
         let value = to_json(&r);
         assert_eq!(
             value["systems"]["cairn"]["write_many_clients"]["ops_per_s"],
@@ -572,14 +708,109 @@ mod tests {
             Some(3)
         );
         assert_eq!(value["ratio_cairn_to_etcd"]["leader failover ms"], 0.5);
-        assert_eq!(value["cairn_bulk"]["samples"][1]["writes"], 500);
+        let bulk = &value["bulk"];
+        assert_eq!(bulk["systems"]["cairn"]["samples"][1]["writes"], 500);
+        assert_eq!(
+            bulk["systems"]["cairn"]["settled"]["part_bytes"]["raft"][2],
+            3_000_000
+        );
+        assert_eq!(
+            bulk["systems"]["etcd"]["settled"]["part_bytes"]["member/wal"][0],
+            2_000_000
+        );
+        assert_eq!(
+            bulk["systems"]["etcd"]["peak"]["data_dir_bytes"][0],
+            16_000_000
+        );
+        assert_eq!(bulk["systems"]["cairn"]["writes_per_s"], 500.0);
+        assert_eq!(bulk["ratio_cairn_to_etcd"]["bulk writes/s"], 0.5);
+        assert_eq!(
+            bulk["ratio_cairn_to_etcd"]["data dir MB, settled (largest)"],
+            0.5
+        );
+        assert!(!r.has_errors());
+    }
+
+    #[test]
+    fn the_bulk_table_puts_both_systems_side_by_side_with_their_parts() {
+        let mut r = report();
+        r.bulk = Some(bulk_report());
         let table = render_table(&r);
+        assert_eq!(
+            row(&table, "bulk writes/s"),
+            ["bulk", "writes/s", "500.0", "1000.0", "0.50"]
+        );
+        // Member 1 peaks mid-run at 2 + 6 MB for Cairn, 4 + 12 for etcd;
+        // member 3 is the largest once settled.
+        assert_eq!(
+            row(&table, "data dir MB, peak (largest)"),
+            [
+                "data",
+                "dir",
+                "MB,",
+                "peak",
+                "(largest)",
+                "8.0",
+                "16.0",
+                "0.50"
+            ]
+        );
+        assert_eq!(
+            row(&table, "data dir MB, settled (largest)"),
+            [
+                "data",
+                "dir",
+                "MB,",
+                "settled",
+                "(largest)",
+                "4.0",
+                "8.0",
+                "0.50"
+            ]
+        );
+        assert_eq!(
+            row(&table, "RSS MB, settled (largest)"),
+            ["RSS", "MB,", "settled", "(largest)", "40.0", "40.0", "1.00"]
+        );
         assert!(
-            table.contains("raft/ per member, MB:       1.0 / 2.0 / 3.0"),
+            table.contains("  raft:            1.0 / 2.0 / 3.0; peak 1.0 / 2.0 / 3.0"),
             "{table}"
         );
-        assert!(table.contains("500 writes/s"), "{table}");
-        assert!(!r.has_errors());
+        assert!(
+            table.contains("  member/wal:      2.0 / 4.0 / 6.0"),
+            "{table}"
+        );
+        assert!(
+            table.contains("  member/snap/db:  2.0 / 4.0 / 6.0"),
+            "{table}"
+        );
+        assert!(
+            table.contains("  state dir:       2.0 / 2.0 / 4.0; peak 8.0 / 2.0 / 4.0"),
+            "{table}"
+        );
+        assert!(
+            table.contains("etcd keeps: the last 10000 revisions"),
+            "{table}"
+        );
+        assert!(
+            table.contains("history compactions logged during the run: 2"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_bulk_run_of_one_system_leaves_dashes_and_no_ratios() {
+        let mut r = report();
+        let mut bulk = bulk_report();
+        bulk.systems.remove(0);
+        r.bulk = Some(bulk);
+        let table = render_table(&r);
+        assert_eq!(
+            row(&table, "bulk writes/s"),
+            ["bulk", "writes/s", "-", "1000.0", "-"]
+        );
+        assert!(!table.contains("Cairn keeps"), "{table}");
+        assert!(to_json(&r)["bulk"]["ratio_cairn_to_etcd"].is_null());
     }
 
     #[test]
@@ -588,5 +819,10 @@ mod tests {
         r.systems[1].failover_errors.push("timeout".into());
         assert!(r.has_errors());
         assert!(render_table(&r).contains("etcd failover failed: timeout"));
+        let mut r = report();
+        let mut bulk = bulk_report();
+        bulk.systems[1].acknowledged = 999;
+        r.bulk = Some(bulk);
+        assert!(r.has_errors());
     }
 }

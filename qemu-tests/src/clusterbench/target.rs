@@ -2,11 +2,13 @@
 //! both.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use super::bulk;
 use super::cairn::CairnCluster;
 use super::etcd::EtcdCluster;
 use super::kv::System;
@@ -64,8 +66,38 @@ impl Cluster<'_> {
     #[must_use]
     pub fn pids(&self) -> Vec<u32> {
         match self {
-            Cluster::Cairn(c) => c.pids(),
-            Cluster::Etcd(c) => c.pids(),
+            Cluster::Cairn(c) => c.nodes().pids(),
+            Cluster::Etcd(c) => c.nodes().pids(),
+        }
+    }
+
+    /// The members' addresses, data directories and pids, for the bulk
+    /// writes and their samples.
+    #[must_use]
+    pub fn bulk_members(&self) -> bulk::Members {
+        let size = self.members().len();
+        let data_dirs = (0..size)
+            .filter_map(|i| match self {
+                Cluster::Cairn(c) => c.state_dir(i),
+                Cluster::Etcd(c) => c.data_dir(i),
+            })
+            .map(Path::to_path_buf)
+            .collect();
+        bulk::Members {
+            system: self.system(),
+            addrs: self.members(),
+            data_dirs,
+            pids: self.pids(),
+        }
+    }
+
+    /// History compactions logged so far, for a system that compacts in
+    /// steps (etcd); `None` for one that trims as it applies (Cairn).
+    #[must_use]
+    pub fn compactions_logged(&self) -> Option<u64> {
+        match self {
+            Cluster::Cairn(_) => None,
+            Cluster::Etcd(c) => Some(c.compactions_logged()),
         }
     }
 
@@ -86,8 +118,8 @@ impl Cluster<'_> {
     /// [`ClusterError::State`] if it is not running.
     pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
         match self {
-            Cluster::Cairn(c) => c.kill(i),
-            Cluster::Etcd(c) => c.kill(i),
+            Cluster::Cairn(c) => c.nodes_mut().kill(i),
+            Cluster::Etcd(c) => c.nodes_mut().kill(i),
         }
     }
 
@@ -105,8 +137,8 @@ impl Cluster<'_> {
     /// Stops every member gracefully.
     pub fn stop_all(&mut self) {
         match self {
-            Cluster::Cairn(c) => c.stop_all(),
-            Cluster::Etcd(c) => c.stop_all(),
+            Cluster::Cairn(c) => c.nodes_mut().stop_all(),
+            Cluster::Etcd(c) => c.nodes_mut().stop_all(),
         }
     }
 }

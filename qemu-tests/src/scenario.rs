@@ -1,0 +1,79 @@
+//! What the VM scenario tests do with the `cairn` client: run it, require
+//! that it succeeded or printed one JSON object, pick fields out of its
+//! answers, and, when anything is wrong, fail the test with every log a
+//! person needs to find out why.
+//!
+//! A test's own type (one node, or a whole cluster of them) implements
+//! [`Scenario`] by naming its client and saying how it fails (which
+//! consoles and transcripts the message points to); the checks on top are
+//! the same for every test.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{Cli, CliOutput, timeout};
+
+/// A test driving VMs with the `cairn` client.
+pub trait Scenario {
+    /// The client the test runs.
+    fn cli(&self) -> &Cli<'_>;
+
+    /// Fails the test with `what`, naming every log that could explain it.
+    fn fail(&self, what: &str) -> !;
+
+    /// Fails the test with `what()` unless `ok`.
+    #[track_caller]
+    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(&what());
+        }
+    }
+
+    /// Runs the client; only a client that cannot run or hangs fails here
+    /// (its exit status is the caller's to judge).
+    #[track_caller]
+    fn cairn(&self, args: &[&str], limit: Duration) -> CliOutput {
+        match self.cli().run(args, timeout(limit)) {
+            Ok(out) => out,
+            Err(e) => self.fail(&crate::report(&e)),
+        }
+    }
+
+    /// Runs the client and requires exit status 0.
+    #[track_caller]
+    fn cairn_ok(&self, args: &[&str], limit: Duration) -> CliOutput {
+        let out = self.cairn(args, limit);
+        self.check(out.status.success(), || {
+            format!("the client failed:\n{}", out.describe())
+        });
+        out
+    }
+
+    /// `-o json` output that must be one JSON object.
+    #[track_caller]
+    fn cairn_json(&self, args: &[&str], limit: Duration) -> Value {
+        let out = self.cairn_ok(args, limit);
+        match out.json() {
+            Ok(value) if value.is_object() => value,
+            Ok(other) => self.fail(&format!(
+                "expected one JSON object, got {other}\n{}",
+                out.describe()
+            )),
+            Err(e) => self.fail(&format!(
+                "stdout is not one JSON value ({e})\n{}",
+                out.describe()
+            )),
+        }
+    }
+
+    /// The string at a JSON pointer (`/cluster/ca_fingerprint`), which must
+    /// be there.
+    #[track_caller]
+    fn text(&self, value: &Value, pointer: &str) -> String {
+        match value.pointer(pointer).and_then(Value::as_str) {
+            Some(s) => s.to_owned(),
+            None => self.fail(&format!("no string at {pointer} in {value}")),
+        }
+    }
+}
