@@ -36,6 +36,22 @@ pub enum ErrorCode {
     TokenNotFound,
     /// 404: no image has that reference or digest.
     ImageNotFound,
+    /// 404: no container has that name on this node.
+    ContainerNotFound,
+    /// 409: a container of that name already exists on this node.
+    ContainerExists,
+    /// 409: the container is running (remove it with `force`, or stop it
+    /// first).
+    ContainerRunning,
+    /// 409: the container is not running (exec needs a running process).
+    ContainerNotRunning,
+    /// 422: a container request was refused (a bad name, volume, path,
+    /// capability, user or limit); the message names it.
+    InvalidContainer,
+    /// 422: the container was created but its process could not be
+    /// started (no such executable, a mount that failed); the message
+    /// names the cause. It is left in state `exited` for inspection.
+    ContainerStartFailed,
     /// 409: compare-and-set failed: the key is at another revision; the
     /// message names it.
     RevisionConflict,
@@ -94,13 +110,22 @@ impl ErrorCode {
             | ErrorCode::KeyNotFound
             | ErrorCode::MemberNotFound
             | ErrorCode::TokenNotFound
-            | ErrorCode::ImageNotFound => 404,
+            | ErrorCode::ImageNotFound
+            | ErrorCode::ContainerNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
-            ErrorCode::AlreadyMember | ErrorCode::RevisionConflict | ErrorCode::MemberExists => 409,
+            ErrorCode::AlreadyMember
+            | ErrorCode::RevisionConflict
+            | ErrorCode::MemberExists
+            | ErrorCode::ContainerExists
+            | ErrorCode::ContainerRunning
+            | ErrorCode::ContainerNotRunning => 409,
             ErrorCode::Compacted => 410,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::InvalidConfig | ErrorCode::InvalidImage => 422,
+            ErrorCode::InvalidConfig
+            | ErrorCode::InvalidImage
+            | ErrorCode::InvalidContainer
+            | ErrorCode::ContainerStartFailed => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::ClusterUnreachable | ErrorCode::CaMismatch => 502,
@@ -110,7 +135,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -123,6 +148,12 @@ impl ErrorCode {
         ErrorCode::MemberNotFound,
         ErrorCode::TokenNotFound,
         ErrorCode::ImageNotFound,
+        ErrorCode::ContainerNotFound,
+        ErrorCode::ContainerExists,
+        ErrorCode::ContainerRunning,
+        ErrorCode::ContainerNotRunning,
+        ErrorCode::InvalidContainer,
+        ErrorCode::ContainerStartFailed,
         ErrorCode::RevisionConflict,
         ErrorCode::MemberExists,
         ErrorCode::Compacted,

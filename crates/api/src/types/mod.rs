@@ -12,6 +12,7 @@ use crate::Timestamp;
 use crate::routes::Role;
 
 mod cluster;
+mod containers;
 mod images;
 mod kv;
 
@@ -19,6 +20,12 @@ pub use cluster::{
     ClusterBackup, ClusterStatus, CreatedToken, JoinResponse, MemberGrant, MemberJoinRequest,
     MemberRecord, MemberRemoved, MemberRole, MemberState, MemberStatus, RestoreRequest,
     RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, TokenState,
+};
+pub use containers::{
+    ContainerCreateRequest, ContainerInfo, ContainerList, ContainerLogLine, ContainerLogQuery,
+    ContainerRemoveQuery, ContainerRemoved, ContainerState, ContainerStopRequest, ContainerSummary,
+    ExecFrame, ExecRequest, ExitStatus, HealthCheck, HealthProbe, HealthReport, HealthStatus,
+    Limits, LogStream, NetworkMode, ProbeResult, RestartMode, RestartPolicy, VolumeMount,
 };
 pub use images::{
     ImageList, ImageRefQuery, ImageRemoved, ImageSummary, ImportResponse, ImportedImage,
