@@ -75,6 +75,9 @@ pub enum Command {
     /// The node's image store: import, export, list, remove, prune.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Containers on the node: run, list, logs, stop, start, rm, exec.
+    #[command(subcommand)]
+    Ctr(CtrCommand),
     /// Client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -456,6 +459,223 @@ pub enum ConfigCommand {
         /// The context.
         name: ContextName,
     },
+}
+
+/// `cairn ctr ...`: containers on the node the context points at.
+#[derive(Debug, Subcommand)]
+pub enum CtrCommand {
+    /// Create a container from an image in the node's store and start it.
+    Run(Box<RunArgs>),
+    /// Containers on the node, with state, restarts and health.
+    #[command(alias = "ls")]
+    List,
+    /// One container in detail.
+    Inspect {
+        /// The container.
+        name: String,
+    },
+    /// A container's output (stdout and stderr, interleaved as written).
+    Logs {
+        /// The container.
+        name: String,
+        /// Keep printing new lines as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines (before following).
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
+    /// Stop a container: its stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// The container.
+        name: String,
+        /// Seconds before SIGKILL [default: the container's, 10].
+        #[arg(short = 't', long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+    },
+    /// Start a stopped or exited container.
+    Start {
+        /// The container.
+        name: String,
+    },
+    /// Stop a container, then start it again.
+    Restart {
+        /// The container.
+        name: String,
+        /// Seconds before SIGKILL [default: the container's, 10].
+        #[arg(short = 't', long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+    },
+    /// Remove a container with its logs and writable layer (volumes stay).
+    Rm {
+        /// The container.
+        name: String,
+        /// Stop it first if it is running.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Run a command in a running container; exits with the command's
+    /// exit code.
+    Exec {
+        /// The container.
+        name: String,
+        /// KEY=VALUE added to the environment (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory [default: the container's].
+        #[arg(short = 'w', long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}
+
+/// `cairn ctr run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The container's name on the node.
+    pub name: String,
+    /// A reference (`redis:7`) or manifest digest of an image in the
+    /// node's store.
+    pub image: String,
+    /// never, on-failure[:MAX_RETRIES] or always.
+    #[arg(long, value_name = "POLICY", default_value = "never", value_parser = parse_restart)]
+    pub restart: api::types::RestartPolicy,
+    /// KEY=VALUE added to the image's environment (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// VOLUME:/PATH[:ro]: a named volume on the node (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "VOLUME:PATH[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<api::types::VolumeMount>,
+    /// Memory limit (64M, 1G); the kernel kills the container beyond it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<crate::quantity::Bytes>,
+    /// CPU limit in CPUs (0.5, 2).
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<crate::quantity::Cpus>,
+    /// Most processes and threads at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids: Option<u64>,
+    /// Mount the image's root read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// host (the node's network) or private (loopback only).
+    #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
+    pub network: NetworkArg,
+    /// user, uid, user:group or uid:gid [default: the image's].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory [default: the image's].
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Replace the image's entrypoint (words split on spaces; "" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Add a capability to the default set (repeatable).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set; ALL drops every one.
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Health check: run this command in the container (words split on
+    /// spaces; exit 0 is healthy).
+    #[arg(long, value_name = "CMD", group = "probe")]
+    pub health_cmd: Option<String>,
+    /// Health check: GET PORT[/PATH] answers 2xx or 3xx.
+    #[arg(long, value_name = "PORT[/PATH]", group = "probe")]
+    pub health_http: Option<String>,
+    /// Health check: PORT accepts a TCP connection.
+    #[arg(long, value_name = "PORT", group = "probe")]
+    pub health_tcp: Option<u16>,
+    /// Time between probes [default: 30s].
+    #[arg(long, value_name = "DURATION", requires = "probe")]
+    pub health_interval: Option<Span>,
+    /// Time a probe may take [default: 5s].
+    #[arg(long, value_name = "DURATION", requires = "probe")]
+    pub health_timeout: Option<Span>,
+    /// Failures in a row before unhealthy [default: 3].
+    #[arg(long, value_name = "N", requires = "probe", value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_retries: Option<u32>,
+    /// Time after start during which failures do not count [default: 0s].
+    #[arg(long, value_name = "DURATION", requires = "probe")]
+    pub health_start_period: Option<Span>,
+    /// Hostname inside the container [default: its name].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Seconds between the stop signal and SIGKILL [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
+    /// The command and its arguments, replacing the image's Cmd.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `--network`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    /// The node's network.
+    Host,
+    /// A private network namespace with loopback only.
+    Private,
+}
+
+fn parse_restart(text: &str) -> Result<api::types::RestartPolicy, String> {
+    use api::types::{RestartMode, RestartPolicy};
+    let (mode, retries) = match text.split_once(':') {
+        Some((mode, n)) => (mode, Some(n)),
+        None => (text, None),
+    };
+    let policy = match mode {
+        "never" | "no" => RestartMode::Never,
+        "on-failure" => RestartMode::OnFailure,
+        "always" => RestartMode::Always,
+        _ => {
+            return Err(format!(
+                "unknown restart policy {mode:?}, expected never, on-failure[:N] or always"
+            ));
+        }
+    };
+    let max_retries = match (policy, retries) {
+        (_, None) => None,
+        (RestartMode::OnFailure, Some(n)) => Some(
+            n.parse::<u32>()
+                .map_err(|_| format!("invalid retry count {n:?} in on-failure:{n}"))?,
+        ),
+        (_, Some(_)) => return Err(format!("only on-failure takes a retry count, not {mode}")),
+    };
+    Ok(RestartPolicy {
+        policy,
+        max_retries,
+    })
+}
+
+fn parse_volume(text: &str) -> Result<api::types::VolumeMount, String> {
+    let mut parts = text.split(':');
+    let (Some(volume), Some(path)) = (parts.next(), parts.next()) else {
+        return Err(format!(
+            "invalid volume {text:?}, expected VOLUME:/PATH[:ro]"
+        ));
+    };
+    let read_only = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => {
+            return Err(format!(
+                "invalid volume option {other:?}, expected ro or rw"
+            ));
+        }
+    };
+    if parts.next().is_some() {
+        return Err(format!(
+            "invalid volume {text:?}, expected VOLUME:/PATH[:ro]"
+        ));
+    }
+    Ok(api::types::VolumeMount {
+        volume: volume.to_owned(),
+        path: path.to_owned(),
+        read_only,
+    })
 }
 
 #[cfg(test)]

@@ -323,9 +323,28 @@ impl NodeClient {
         call: Call,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, RequestError> {
+        self.stream_with(call, None::<&()>, timeout).await
+    }
+
+    /// [`NodeClient::stream`] with a JSON request body.
+    pub async fn stream_with<B: Serialize>(
+        &self,
+        call: Call,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, RequestError> {
         let mut request = self
             .request(&call)?
             .header(reqwest::header::ACCEPT, api::NDJSON);
+        if let Some(body) = body {
+            let json = serde_json::to_vec(body).map_err(|source| RequestError::Encode {
+                operation: call.operation,
+                source,
+            })?;
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json);
+        }
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }

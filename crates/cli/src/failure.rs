@@ -220,6 +220,14 @@ pub enum CommandError {
         /// The last thing seen.
         last: String,
     },
+    /// `ctr exec` could not run the command or lost it.
+    #[error("exec in container {container} failed: {message}")]
+    Exec {
+        /// The container.
+        container: String,
+        /// What the node said.
+        message: String,
+    },
     /// A streamed line is not what the route promises.
     #[error("the node sent a {what} this client does not understand")]
     BadLine {
@@ -262,7 +270,8 @@ pub fn describe(error: &CommandError) -> Failure {
         | CommandError::WriteOutput { .. }
         | CommandError::Stdout(_)
         | CommandError::WaitTimedOut { .. }
-        | CommandError::BadLine { .. } => Failure::new(Exit::Failure, chain(error)),
+        | CommandError::BadLine { .. }
+        | CommandError::Exec { .. } => Failure::new(Exit::Failure, chain(error)),
         CommandError::Credential { .. } | CommandError::BadCredential(_) => {
             Failure::new(Exit::Authentication, chain(error))
         }
@@ -334,7 +343,12 @@ pub fn describe_refusal(
         | ErrorCode::TokenNotFound
         | ErrorCode::ImageNotFound
         | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists => said,
+        | ErrorCode::MemberExists
+        | ErrorCode::ContainerNotFound
+        | ErrorCode::ContainerExists
+        | ErrorCode::ContainerRunning
+        | ErrorCode::ContainerNotRunning => said,
+        ErrorCode::ContainerStartFailed => format!("the container could not start: {said}"),
         ErrorCode::ClientCertificateRequired
         | ErrorCode::InvalidClientCertificate
         | ErrorCode::RoleTooLow
@@ -347,6 +361,7 @@ pub fn describe_refusal(
         | ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::InvalidImage
+        | ErrorCode::InvalidContainer
         | ErrorCode::PayloadTooLarge
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed => format!("the node refused the request: {said}"),
@@ -397,7 +412,17 @@ pub fn describe_refusal(
         ErrorCode::ClusterUnreachable => Some(
             "the joining node could not reach the --cluster endpoint; check that it can, from the joining node's network".to_owned(),
         ),
+        ErrorCode::ContainerRunning => Some(
+            "stop it with `cairn ctr stop` first, or remove it with `cairn ctr rm --force`".to_owned(),
+        ),
+        ErrorCode::ContainerStartFailed => Some(
+            "`cairn ctr inspect` and `cairn ctr logs` show what happened".to_owned(),
+        ),
+        ErrorCode::ContainerNotFound => Some("`cairn ctr list` lists the containers".to_owned()),
         ErrorCode::RoleTooLow
+        | ErrorCode::ContainerExists
+        | ErrorCode::ContainerNotRunning
+        | ErrorCode::InvalidContainer
         | ErrorCode::KeyNotFound
         | ErrorCode::TokenNotFound
         | ErrorCode::ImageNotFound
@@ -444,13 +469,18 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         ErrorCode::BadRequest
         | ErrorCode::InvalidConfig
         | ErrorCode::InvalidImage
+        | ErrorCode::InvalidContainer
         | ErrorCode::PayloadTooLarge => Exit::InvalidInput,
         ErrorCode::KeyNotFound
         | ErrorCode::MemberNotFound
         | ErrorCode::TokenNotFound
         | ErrorCode::ImageNotFound
         | ErrorCode::RevisionConflict
-        | ErrorCode::MemberExists => Exit::Conflict,
+        | ErrorCode::MemberExists
+        | ErrorCode::ContainerNotFound
+        | ErrorCode::ContainerExists
+        | ErrorCode::ContainerRunning
+        | ErrorCode::ContainerNotRunning => Exit::Conflict,
         ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
         | ErrorCode::NoLeader
@@ -459,6 +489,7 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::Unavailable
+        | ErrorCode::ContainerStartFailed
         | ErrorCode::Internal => Exit::Failure,
     }
 }

@@ -53,6 +53,7 @@ pub mod endpoint;
 pub mod failure;
 pub mod ndjson;
 pub mod output;
+pub mod quantity;
 pub mod tls;
 pub mod wait;
 

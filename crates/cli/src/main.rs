@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         // A reader that went away (`cairn node logs | head`) is not a
         // failure of this command.
         Err(CommandError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

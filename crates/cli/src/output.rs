@@ -7,11 +7,12 @@
 use std::fmt::Write as _;
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, ImageList,
-    ImageRemoved, ImportResponse, IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind,
-    KvList, KvWritten, LogEntry, LogLevel, LogSource, MachineConfigDocument, MemberRemoved,
-    MemberRole, MemberState, NetworkState, NodeInfo, PowerResponse, PruneResponse, RestoreResponse,
-    TokenInfo, TokenList, TokenState, VersionInfo,
+    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, ContainerInfo,
+    ContainerList, ContainerRemoved, CreatedToken, ExitStatus, ImageList, ImageRemoved,
+    ImportResponse, IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind, KvList,
+    KvWritten, LogEntry, LogLevel, LogSource, MachineConfigDocument, MemberRemoved, MemberRole,
+    MemberState, NetworkState, NodeInfo, PowerResponse, PruneResponse, RestoreResponse, TokenInfo,
+    TokenList, TokenState, VersionInfo,
 };
 use serde::Serialize;
 
@@ -734,6 +735,145 @@ pub fn contexts(report: &ContextsReport) -> String {
         &["CURRENT", "NAME", "ENDPOINTS", "CLUSTER", "USER", "ROLE"],
         &rows,
     )
+}
+
+/// `cairn ctr list`.
+pub fn container_list(list: &ContainerList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .containers
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.image.clone(),
+                snake(&c.state),
+                c.restarts.to_string(),
+                snake(&c.health),
+                c.created.to_string(),
+            ]
+        })
+        .collect();
+    columns(
+        &["NAME", "IMAGE", "STATE", "RESTARTS", "HEALTH", "CREATED"],
+        &rows,
+    )
+}
+
+/// `cairn ctr run`.
+pub fn container_started(info: &ContainerInfo) -> String {
+    let pid = info.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+    format!("{} {}{pid}\n", info.name, snake(&info.state))
+}
+
+/// `cairn ctr stop|start|restart`.
+pub fn container_state(info: &ContainerInfo) -> String {
+    let exit = info
+        .last_exit
+        .as_ref()
+        .filter(|_| info.pid.is_none())
+        .map(|e| format!(" ({})", exit_text(e)))
+        .unwrap_or_default();
+    format!("{} {}{exit}\n", info.name, snake(&info.state))
+}
+
+/// `cairn ctr inspect`.
+pub fn container_info(info: &ContainerInfo) -> String {
+    let limits = &info.spec.limits;
+    let mut limit_parts = Vec::new();
+    if let Some(m) = limits.memory_bytes {
+        limit_parts.push(format!("memory {}", size(m)));
+    }
+    if let Some(c) = limits.cpu_millis {
+        limit_parts.push(format!("cpu {}.{:03}", c / 1000, c % 1000));
+    }
+    if let Some(p) = limits.pids {
+        limit_parts.push(format!("pids {p}"));
+    }
+    let restart = match info.spec.restart.max_retries {
+        Some(n) => format!("{}:{n}", snake(&info.spec.restart.policy)),
+        None => snake(&info.spec.restart.policy),
+    };
+    let mut out = fields(&[
+        ("NAME", info.name.clone()),
+        (
+            "IMAGE",
+            format!("{} ({})", info.image, short_digest(&info.image_digest)),
+        ),
+        ("STATE", snake(&info.state)),
+        ("PID", or_dash(info.pid.map(|p| p.to_string()))),
+        ("COMMAND", list(&info.command)),
+        ("RESTART", format!("{restart}, {} restarts", info.restarts)),
+        ("CREATED", info.created.to_string()),
+        ("STARTED", or_dash(info.started_at.map(|t| t.to_string()))),
+        ("FINISHED", or_dash(info.finished_at.map(|t| t.to_string()))),
+        ("LAST EXIT", or_dash(info.last_exit.as_ref().map(exit_text))),
+        (
+            "NEXT RESTART",
+            or_dash(info.next_restart_at.map(|t| t.to_string())),
+        ),
+        ("LIMITS", list(&limit_parts)),
+        ("NETWORK", snake(&info.spec.network)),
+        (
+            "VOLUMES",
+            list(
+                &info
+                    .spec
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let ro = if v.read_only { ":ro" } else { "" };
+                        format!("{}:{}{ro}", v.volume, v.path)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "HEALTH",
+            format!(
+                "{} ({} failing in a row)",
+                snake(&info.health.status),
+                info.health.failing_streak
+            ),
+        ),
+        ("ERROR", or_dash(info.error.clone())),
+    ]);
+    for probe in &info.health.probes {
+        let verdict = if probe.ok { "ok" } else { "failed" };
+        let _ = writeln!(
+            out,
+            "  probe {} {verdict}: {}",
+            probe.at,
+            probe.output.trim_end()
+        );
+    }
+    out
+}
+
+/// `cairn ctr rm`.
+pub fn container_removed(removed: &ContainerRemoved) -> String {
+    format!("removed {}\n", removed.name)
+}
+
+fn exit_text(exit: &ExitStatus) -> String {
+    let how = match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_owned(),
+    };
+    let oom = if exit.oom_killed {
+        ", out of memory"
+    } else {
+        ""
+    };
+    format!("{how}{oom} at {}", exit.at)
+}
+
+/// A serde enum's snake_case name, as the JSON output spells it.
+fn snake<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => "?".to_owned(),
+    }
 }
 
 #[cfg(test)]

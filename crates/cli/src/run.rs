@@ -37,6 +37,8 @@ use crate::output::{
 };
 use crate::wait::{Next, Observation, RebootWait};
 
+mod ctr;
+
 /// How long each poll of `reboot --wait` may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,7 +81,9 @@ impl Globals {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<(), CommandError> {
+/// Runs a command; the exit code is 0 except where a command passes one
+/// on (`ctr exec`).
+pub async fn run(cli: Cli) -> Result<u8, CommandError> {
     let globals = Globals {
         config_path: cli.config.clone().or_else(|| {
             config::default_path(
@@ -91,7 +95,8 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         endpoint: cli.endpoint.clone(),
         format: cli.output,
     };
-    match cli.command {
+    let done = match cli.command {
+        Command::Ctr(command) => return ctr::ctr(&globals, command).await,
         Command::Cluster(ClusterCommand::Init(args)) => cluster_init(&globals, args).await,
         Command::Cluster(ClusterCommand::Status) => cluster_status(&globals).await,
         Command::Cluster(ClusterCommand::Token(command)) => token(&globals, command).await,
@@ -107,7 +112,8 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut out);
             write_stdout(&out)
         }
-    }
+    };
+    done.map(|()| 0)
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), CommandError> {
