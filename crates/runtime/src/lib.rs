@@ -35,18 +35,28 @@
 //! - [`protocol`]: requests, answers, exec events, and a blocking client.
 //! - [`logs`]: the line format, a sans-IO line splitter, the rotating
 //!   writer, and the tail reader and follower cairnd serves `ctr logs` from.
+//! - [`process`]: [`resolve_process`], Docker's entrypoint/cmd/env/user
+//!   rules, reading the image's `/etc/passwd` without leaving its root.
+//! - [`bundle`]: the OCI runtime config for a spec (namespaces, runc's
+//!   standard mounts and masked paths, capabilities, cgroup v2 limits under
+//!   `/cairn/<name>`).
+//! - [`restart`]: the restart policy and backoff, sans-IO.
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod logs;
 pub mod name;
 pub mod paths;
+pub mod process;
 pub mod protocol;
+pub mod restart;
 pub mod signal;
 pub mod spec;
 pub mod state;
 
 pub use name::{ContainerName, ContainerNameError};
+pub use process::{ProcessOverrides, ResolveError, resolve_process};
 pub use signal::Signal;
 pub use spec::{
     ContainerSpec, DEFAULT_CAPABILITIES, ImageInfo, LogConfig, Mount, NetworkMode, Process,
