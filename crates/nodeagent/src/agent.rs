@@ -94,6 +94,9 @@ impl ApiOptions {
             renew_check: RENEW_CHECK_INTERVAL,
             member: MemberOptions::under(state_dir),
             images_dir: state_dir.join(crate::images::IMAGES_DIR),
+            containers_dir: state_dir.join(crate::containers::CONTAINERS_DIR),
+            volumes_dir: state_dir.join(crate::containers::VOLUMES_DIR),
+            shim: PathBuf::from(runtime::paths::SHIM_BINARY),
         }
     }
 }
@@ -386,6 +389,18 @@ async fn run_api(
             std::future::pending::<()>().await;
         }
     };
+    // Containers keep running through an agent restart; re-attach to
+    // their shims (and start what a reboot stopped) without waiting for
+    // the first request.
+    let containers = {
+        let state = Arc::clone(&state);
+        async move {
+            if let Err(e) = state.containers().await {
+                tracing::error!("containers not available: {}", e.message());
+            }
+            std::future::pending::<()>().await;
+        }
+    };
     // The health port's view of the member, refreshed once a second.
     let sampling = {
         let state = Arc::clone(&state);
@@ -404,6 +419,7 @@ async fn run_api(
         () = reannounce => {}
         () = resume => {}
         () = sampling => {}
+        () = containers => {}
     }
     if tokio::time::timeout(MEMBER_STOP_TIMEOUT, state.stop_member())
         .await

@@ -37,6 +37,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod config;
+pub mod containers;
 mod files;
 pub mod health;
 pub mod images;

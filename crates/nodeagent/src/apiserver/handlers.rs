@@ -21,8 +21,8 @@ use rustls_pki_types::pem::PemObject;
 
 use super::initbus::InitBus;
 use super::{
-    Connection, Failure, JsonBody, Mode, QueryParams, ServerState, identity, images, kv,
-    membership, system,
+    Connection, Failure, JsonBody, Mode, QueryParams, ServerState, containers, identity, images,
+    kv, membership, system,
 };
 use crate::config::{ActiveConfig, ConfigOrigin, ConfigReport, changed_sections, parse};
 use crate::error_chain;
@@ -83,6 +83,15 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         "image_export" => get(images::export),
         "image_remove" => delete(images::remove),
         "image_prune" => post(images::prune),
+        "container_list" => get(containers::list),
+        "container_create" => post(containers::create),
+        "container_inspect" => get(containers::inspect),
+        "container_remove" => delete(containers::remove),
+        "container_start" => post(containers::start),
+        "container_stop" => post(containers::stop),
+        "container_restart" => post(containers::restart),
+        "container_logs" => get(containers::logs),
+        "container_exec" => post(containers::exec),
         other => panic!("api route {other} has no handler"),
     }
 }

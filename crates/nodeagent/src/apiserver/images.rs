@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::{Failure, QueryParams, ServerState};
 use crate::error_chain;
-use crate::images::{ExportError, Holds, ImageRef, ImageStore, ImportError, RemoveError};
+use crate::images::{ExportError, ImageRef, ImageStore, ImportError, RemoveError};
 
 type Shared = State<Arc<ServerState>>;
 
@@ -52,7 +52,7 @@ fn not_found(reference: &ImageRef) -> Failure {
 
 impl ServerState {
     /// The content store, opened (and cleaned) on first use.
-    async fn image_store(&self) -> Result<Arc<ImageStore>, Failure> {
+    pub(super) async fn image_store(&self) -> Result<Arc<ImageStore>, Failure> {
         self.images
             .get_or_try_init(|| async {
                 let dir = self.options.images_dir.clone();
@@ -264,8 +264,7 @@ pub async fn remove(
 /// `POST /v1/images/prune`.
 pub async fn prune(State(state): Shared) -> Result<Json<PruneResponse>, Failure> {
     let store = state.image_store().await?;
-    // No container runtime yet: no container holds an image.
-    let holds = Holds::default();
+    let holds = state.containers().await?.holds();
     let report = blocking(move || store.prune(&holds))
         .await?
         .map_err(|e| Failure::internal("cannot prune the image store", &e))?;

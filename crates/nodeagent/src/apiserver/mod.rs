@@ -26,6 +26,7 @@
 //! closed on accept.
 
 pub mod auth;
+pub mod containers;
 pub mod identity;
 pub mod maintenance;
 
@@ -108,6 +109,12 @@ pub struct ApiOptions {
     pub member: MemberOptions,
     /// The image content store, `/var/lib/cairn/images`.
     pub images_dir: PathBuf,
+    /// One directory per container, `/var/lib/cairn/containers`.
+    pub containers_dir: PathBuf,
+    /// Named volumes, `/var/lib/cairn/volumes`.
+    pub volumes_dir: PathBuf,
+    /// The `cairn-shim` executable.
+    pub shim: PathBuf,
 }
 
 /// The node's TLS identity and what goes with it.
@@ -168,6 +175,8 @@ pub struct ServerState {
     join_limiter: Mutex<GuessLimiter>,
     /// The image content store, once a request needed it.
     images: tokio::sync::OnceCell<Arc<crate::images::ImageStore>>,
+    /// The containers, once opened (at start, or by the first request).
+    containers: tokio::sync::OnceCell<Arc<crate::containers::Containers>>,
 }
 
 /// Why the Raft member could not start.
@@ -322,6 +331,7 @@ impl ServerState {
             member: RwLock::new(None),
             join_limiter: Mutex::new(GuessLimiter::default()),
             images: tokio::sync::OnceCell::new(),
+            containers: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -640,6 +650,11 @@ impl Failure {
         }
     }
 
+    /// The sentence the caller gets.
+    pub fn message(&self) -> &str {
+        &self.error.message
+    }
+
     /// 500 with the error's whole chain.
     pub fn internal(context: &str, error: &dyn std::error::Error) -> Self {
         Self::new(
@@ -798,6 +813,8 @@ async fn authorize_request(
     // An import answers only once the whole archive is stored.
     let timeout = if route.operation == "image_import" {
         images::IMPORT_TIMEOUT
+    } else if containers::is_slow(route.operation) {
+        containers::CHANGE_TIMEOUT
     } else {
         REQUEST_TIMEOUT
     };
