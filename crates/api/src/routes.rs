@@ -13,15 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
 use crate::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
-    ClusterStatus, ContainerCreateRequest, ContainerInfo, ContainerList, ContainerLogLine,
-    ContainerLogQuery, ContainerRemoveQuery, ContainerRemoved, ContainerStopRequest, CreatedToken,
-    ExecFrame, ExecRequest, ImageList, ImageRefQuery, ImageRemoved, ImportResponse,
-    IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog, KvEvent,
-    KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry,
-    LogQuery, MachineConfigDocument, MemberGrant, MemberJoinRequest, MemberRemoved, NetworkState,
-    NodeInfo, PowerResponse, PruneResponse, RestoreRequest, RestoreResponse, TokenCreateRequest,
-    TokenInfo, TokenList, VersionInfo,
+    AgentRestartResponse, ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest,
+    BootstrapResponse, ClusterBackup, ClusterStatus, ContainerCreateRequest, ContainerInfo,
+    ContainerList, ContainerLogLine, ContainerLogQuery, ContainerRemoveQuery, ContainerRemoved,
+    ContainerStopRequest, CreatedToken, ExecFrame, ExecRequest, ImageList, ImageRefQuery,
+    ImageRemoved, ImportResponse, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
+    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberGrant,
+    MemberJoinRequest, MemberRemoved, NetworkState, NodeInfo, PowerResponse, PruneResponse,
+    RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 
 /// What a client certificate allows, least to most. `cairn:node`
@@ -310,6 +310,19 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json {
             status: 202,
             body: schema::<PowerResponse>,
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/node/agent/restart",
+        operation: "node_agent_restart",
+        summary: "Restart cairnd (containers keep running; cairn-init starts the agent again)",
+        access: Access::Certificate(Role::Admin),
+        query: None,
+        request: None,
+        success: Success::Json {
+            status: 202,
+            body: schema::<AgentRestartResponse>,
         },
     },
     Route {

@@ -214,6 +214,9 @@ pub enum NodeCommand {
     Reboot(RebootArgs),
     /// Power the node off.
     Shutdown,
+    /// Restart the node agent (cairnd) without rebooting; containers keep
+    /// running (admin only).
+    RestartAgent,
     /// Have a node in maintenance mode join a cluster with a join token
     /// (--endpoint is the new node).
     Join(JoinArgs),
@@ -606,6 +609,12 @@ pub struct RunArgs {
     /// Seconds between the stop signal and SIGKILL [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u32>,
+    /// Rotate the log file at this size [default: 10M].
+    #[arg(long, value_name = "SIZE")]
+    pub log_max_size: Option<crate::quantity::Bytes>,
+    /// Rotated log files to keep [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_max_files: Option<u32>,
     /// The command and its arguments, replacing the image's Cmd.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

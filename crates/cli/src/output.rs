@@ -7,12 +7,12 @@
 use std::fmt::Write as _;
 
 use api::types::{
-    ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus, ContainerInfo,
-    ContainerList, ContainerRemoved, CreatedToken, ExitStatus, ImageList, ImageRemoved,
-    ImportResponse, IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind, KvList,
-    KvWritten, LogEntry, LogLevel, LogSource, MachineConfigDocument, MemberRemoved, MemberRole,
-    MemberState, NetworkState, NodeInfo, PowerResponse, PruneResponse, RestoreResponse, TokenInfo,
-    TokenList, TokenState, VersionInfo,
+    AgentRestartResponse, ApplyConfigResponse, BootstrapResponse, ClusterBackup, ClusterStatus,
+    ContainerInfo, ContainerList, ContainerRemoved, CreatedToken, ExitStatus, ImageList,
+    ImageRemoved, ImportResponse, IssuedCertificate, JoinResponse, KernelLog, KvEvent, KvEventKind,
+    KvList, KvWritten, LogEntry, LogLevel, LogSource, MachineConfigDocument, MemberRemoved,
+    MemberRole, MemberState, NetworkState, NodeInfo, PowerResponse, PruneResponse, RestoreResponse,
+    TokenInfo, TokenList, TokenState, VersionInfo,
 };
 use serde::Serialize;
 
@@ -734,6 +734,14 @@ pub fn contexts(report: &ContextsReport) -> String {
     columns(
         &["CURRENT", "NAME", "ENDPOINTS", "CLUSTER", "USER", "ROLE"],
         &rows,
+    )
+}
+
+/// `cairn node restart-agent`.
+pub fn agent_restarting(restarting: &AgentRestartResponse) -> String {
+    format!(
+        "cairnd (pid {}) is restarting; containers keep running\n",
+        restarting.pid
     )
 }
 

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest, BootstrapResponse, ClusterBackup,
-    ClusterStatus, CreatedToken, ImageList, ImageRefQuery, ImageRemoved, ImportResponse,
-    IssueCertificateRequest, IssuedCertificate, JoinRequest, JoinResponse, KernelLog, KvEvent,
-    KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery, KvWritten, LogEntry,
-    LogQuery, MachineConfigDocument, MemberRemoved, NetworkState, NodeInfo, OCI_ARCHIVE,
-    PowerResponse, PruneResponse, RestoreRequest, RestoreResponse, TokenCreateRequest, TokenInfo,
-    TokenList, VersionInfo,
+    AgentRestartResponse, ApplyConfigRequest, ApplyConfigResponse, BootstrapRequest,
+    BootstrapResponse, ClusterBackup, ClusterStatus, CreatedToken, ImageList, ImageRefQuery,
+    ImageRemoved, ImportResponse, IssueCertificateRequest, IssuedCertificate, JoinRequest,
+    JoinResponse, KernelLog, KvEvent, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord,
+    KvWatchQuery, KvWritten, LogEntry, LogQuery, MachineConfigDocument, MemberRemoved,
+    NetworkState, NodeInfo, OCI_ARCHIVE, PowerResponse, PruneResponse, RestoreRequest,
+    RestoreResponse, TokenCreateRequest, TokenInfo, TokenList, VersionInfo,
 };
 use clap::CommandFactory;
 use cluster::join::token::JoinToken;
@@ -318,6 +318,14 @@ async fn node(globals: &Globals, command: NodeCommand) -> Result<(), CommandErro
         NodeCommand::Logs(args) => {
             let (client, trust) = connect(globals)?;
             logs(&client, &trust, format, &args).await
+        }
+        NodeCommand::RestartAgent => {
+            let (client, trust) = connect(globals)?;
+            let restarting: AgentRestartResponse = client
+                .call("node_agent_restart", None::<&()>)
+                .await
+                .map_err(request_error(&trust))?;
+            print(format, &restarting, output::agent_restarting)
         }
         NodeCommand::Dmesg => {
             let (client, trust) = connect(globals)?;

@@ -70,6 +70,13 @@ pub struct ContainerCreateRequest {
     /// Seconds between the stop signal and SIGKILL; default 10.
     #[serde(default)]
     pub stop_timeout_s: Option<u32>,
+    /// The log file's size before it is rotated; default 10 MiB, at least
+    /// 4 KiB.
+    #[serde(default)]
+    pub log_max_bytes: Option<u64>,
+    /// Rotated log files kept besides the current one; default 3.
+    #[serde(default)]
+    pub log_max_files: Option<u32>,
 }
 
 /// A named volume mounted into a container.

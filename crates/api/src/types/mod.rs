@@ -298,6 +298,13 @@ pub struct PowerResponse {
     pub boot_id: String,
 }
 
+/// `POST /v1/node/agent/restart`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentRestartResponse {
+    /// The agent process that is exiting; cairn-init starts a new one.
+    pub pid: u32,
+}
+
 /// `POST /v1/certs`: issue a client certificate for a role.
 ///
 /// The client keeps its private key: it sends a PKCS#10 request and gets

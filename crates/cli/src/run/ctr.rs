@@ -209,6 +209,8 @@ fn create_request(args: RunArgs) -> Result<ContainerCreateRequest, CommandError>
         }),
         hostname: args.hostname,
         stop_timeout_s: args.stop_timeout,
+        log_max_bytes: args.log_max_size.map(|b| b.0),
+        log_max_files: args.log_max_files,
     })
 }
 

@@ -81,7 +81,8 @@ impl From<ContainerError> for Failure {
             ContainerError::Shim { .. }
             | ContainerError::Io { .. }
             | ContainerError::ImageConfig { .. }
-            | ContainerError::Task(_) => ErrorCode::Internal,
+            | ContainerError::Task(_)
+            | ContainerError::Thread(_) => ErrorCode::Internal,
         };
         Failure::new(code, error_chain(&error))
     }

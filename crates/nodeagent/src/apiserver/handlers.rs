@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api::types::{
-    ApplyConfigRequest, ApplyConfigResponse, BootInfo, CertificateInfo, ClusterInfo,
-    IssueCertificateRequest, IssuedCertificate, KernelLog, LogQuery, MachineConfigDocument,
-    NetworkState, NodeInfo, PowerResponse, VersionInfo,
+    AgentRestartResponse, ApplyConfigRequest, ApplyConfigResponse, BootInfo, CertificateInfo,
+    ClusterInfo, IssueCertificateRequest, IssuedCertificate, KernelLog, LogQuery,
+    MachineConfigDocument, NetworkState, NodeInfo, PowerResponse, VersionInfo,
 };
 use api::{ErrorCode, Route, Timestamp};
 use axum::extract::State;
@@ -83,6 +83,7 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         "image_export" => get(images::export),
         "image_remove" => delete(images::remove),
         "image_prune" => post(images::prune),
+        "node_agent_restart" => post(restart_agent),
         "container_list" => get(containers::list),
         "container_create" => post(containers::create),
         "container_inspect" => get(containers::inspect),
@@ -329,6 +330,24 @@ async fn reboot(State(state): Shared) -> Result<(StatusCode, Json<PowerResponse>
 
 async fn shutdown(State(state): Shared) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
     power(&state, Power::PowerOff).await
+}
+
+/// Ends this agent the way cairn-init does on shutdown (SIGTERM: leadership
+/// handed over, connections drained) after the answer has left; cairn-init
+/// sees the exit and starts a new agent. Containers keep running under
+/// their shims, and the new agent re-attaches to them.
+async fn restart_agent() -> (StatusCode, Json<AgentRestartResponse>) {
+    let pid = std::process::id();
+    tracing::warn!("agent restart requested through the API");
+    tokio::spawn(async move {
+        tokio::time::sleep(POWER_DELAY).await;
+        if let Err(e) =
+            nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
+        {
+            tracing::error!("cannot signal this agent to stop: {e}");
+        }
+    });
+    (StatusCode::ACCEPTED, Json(AgentRestartResponse { pid }))
 }
 
 pub(super) fn subject_name(field: &str, value: &str) -> Result<SubjectName, Failure> {

@@ -208,6 +208,9 @@ pub enum ContainerError {
     /// A blocking task failed.
     #[error("a container task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// A thread for a long call could not be started, or died.
+    #[error("a container worker thread failed")]
+    Thread(#[source] std::io::Error),
 }
 
 fn io<'a>(
@@ -227,6 +230,26 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(ContainerError::Task)
+}
+
+/// Runs `work` on a thread of its own. A stop or an exec blocks for as
+/// long as the container takes, which must not tie up the agent's few
+/// blocking-pool threads (see cairnd's main). The thread starts at once;
+/// the future only waits for its result, so dropping it detaches the work.
+fn on_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, ContainerError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("container-call".to_owned())
+        .spawn(move || {
+            let _ = tx.send(work());
+        });
+    async move {
+        spawned.map_err(ContainerError::Thread)?;
+        rx.await
+            .map_err(|_| ContainerError::Thread(std::io::Error::other("the thread panicked")))
+    }
 }
 
 /// The node's containers.
@@ -580,7 +603,9 @@ impl Containers {
             cwd: request.workdir,
             tty: false,
         };
-        tokio::task::spawn_blocking(move || {
+        // Detached: it ends with the command, and a client that went away
+        // only makes its sends fail.
+        drop(on_thread(move || {
             let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
             let result = client.exec(shim_request, |event| {
                 let frame = match event {
@@ -604,7 +629,7 @@ impl Containers {
                 },
             };
             let _ = tx.blocking_send(last);
-        });
+        }));
         Ok(rx)
     }
 
@@ -814,9 +839,9 @@ async fn probe(entry: &Entry, pid: u32, probe: &HealthProbe, timeout: Duration) 
             Box::new(move || exec_probe(&client, command))
         }
     };
-    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+    match tokio::time::timeout(timeout, on_thread(work)).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => (false, format!("the probe task failed: {e}")),
+        Ok(Err(e)) => (false, crate::error_chain(&e)),
         Err(_) => (
             false,
             format!("no answer within {} ms", timeout.as_millis()),
@@ -865,8 +890,7 @@ async fn stop_shim(
     timeout_s: Option<u32>,
 ) -> Result<(), ContainerError> {
     let client = entry.client();
-    let stopped = tokio::task::spawn_blocking(move || client.stop(timeout_s.map(u64::from))).await;
-    match stopped.map_err(ContainerError::Task)? {
+    match on_thread(move || client.stop(timeout_s.map(u64::from))).await? {
         Ok(_) => Ok(()),
         // No shim: nothing runs.
         Err(ClientError::Connect { .. }) => Ok(()),
