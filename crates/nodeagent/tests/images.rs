@@ -11,108 +11,20 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use api::ErrorCode;
-use api::types::{BootstrapResponse, ImageList, ImageRemoved, ImportResponse, PruneResponse};
+use api::types::{ImageList, ImageRemoved, ImportResponse, PruneResponse};
 use http_body_util::BodyExt;
-use nodeagent::agent::AgentOptions;
-use nodeagent::apiserver::ApiOptions;
-use nodeagent::config::ConfigPaths;
-use nodeagent::journal::Journal;
-use nodeagent::net::NetworkOptions;
-use oci::media::{OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST};
-use oci::{Layout, RefName};
-use oci_spec::image::{Descriptor, MediaType};
-use serde_json::json;
+use oci::Layout;
+use oci::media::OCI_LAYER_TAR;
 
 mod common;
-use common::api_client::{Client, csr, error_of, wait_for_api, with_key};
+use common::agent::{RunningAgent, TestNode, bootstrap};
+use common::api_client::{Client, error_of};
+use common::oci_image::add_image;
 use common::{in_fresh_netns, runtime};
-
-const API: &str = "127.0.0.1:7443";
-const SETUP_TOKEN: &str = "test-setup-token-0123456789";
-
-fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
-    std::fs::create_dir_all(dir.join("sys")).unwrap();
-    std::fs::write(dir.join("cmdline"), "quiet\n").unwrap();
-    let state = dir.join("state");
-    AgentOptions {
-        config_paths: ConfigPaths {
-            cmdline: dir.join("cmdline"),
-            esp: dir.join("efi/cairn/config.toml"),
-            fw_cfg: dir.join("fw_cfg/raw"),
-            applied: state.join("config.toml"),
-        },
-        network: NetworkOptions {
-            sysfs_net: dir.join("sys"),
-            resolv_conf: dir.join("resolv.conf"),
-            ..NetworkOptions::default()
-        },
-        health_addr: "127.0.0.1:7480".parse().unwrap(),
-        api: ApiOptions {
-            addr: API.parse().unwrap(),
-            init_socket: dir.join("init.sock"),
-            network_wait: Duration::ZERO,
-            ..ApiOptions::under(&state)
-        },
-        journal: Some(journal.clone()),
-        ..AgentOptions::default()
-    }
-}
-
-fn prepare_node() -> (tempfile::TempDir, PathBuf, Journal) {
-    common::ip("link set lo up");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(
-        state.join("config.toml"),
-        format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
-    )
-    .unwrap();
-    let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
-    (dir, state, journal)
-}
-
-/// A one-layer image named `name` in `layout`; `layer_type` is the
-/// layer's media type as the manifest declares it.
-fn add_image(layout: &Layout, name: &str, file: &[u8], layer_type: &str) {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o755);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(file.len() as u64);
-    builder.append_data(&mut header, "hello", file).unwrap();
-    let layer = builder.into_inner().unwrap();
-    let (layer_digest, layer_size) = layout.write_blob(&layer).unwrap();
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "2026-11-22T00:00:00Z",
-        "config": {"Entrypoint": ["/hello"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
-    });
-    let (config_digest, config_size) = layout
-        .write_blob(&serde_json::to_vec(&config).unwrap())
-        .unwrap();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config_size},
-        "layers": [{"mediaType": layer_type, "digest": layer_digest.to_string(), "size": layer_size}],
-    });
-    let (digest, size) = layout
-        .write_blob(&serde_json::to_vec(&manifest).unwrap())
-        .unwrap();
-    let desc = Descriptor::new(MediaType::ImageManifest, size, digest.to_spec());
-    layout.tag(&RefName::parse(name).unwrap(), &desc).unwrap();
-}
 
 async fn import(client: &Client, archive: Vec<u8>) -> (u16, String) {
     let response = client
@@ -145,35 +57,12 @@ fn skopeo_inspect(archive: &Path) -> serde_json::Value {
 #[test]
 fn an_archive_imported_over_the_api_is_listed_exported_and_read_by_skopeo() {
     in_fresh_netns(|| {
-        let (dir, state, journal) = prepare_node();
+        let node = TestNode::prepare();
+        let dir = &node.dir;
+        let state = &node.state;
         runtime().block_on(async {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path(), &journal),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            let anyone = Client::maintenance(API);
-            wait_for_api(&anyone).await;
-            let admin_key = csr("alice");
-            let boot: BootstrapResponse = anyone
-                .json(
-                    "POST",
-                    "/v1/cluster/bootstrap",
-                    Some(&json!({
-                        "setup_token": SETUP_TOKEN,
-                        "cluster_name": "lab",
-                        "admin_name": "alice",
-                        "admin_csr_pem": admin_key.csr_pem,
-                    })),
-                )
-                .await;
-            let admin = Client::member(
-                API,
-                &boot.admin.ca_pem,
-                Some(&with_key(&boot.admin, &admin_key)),
-            );
+            let agent = RunningAgent::start(node.options()).await;
+            let admin = bootstrap().await;
 
             let src = Layout::create(&dir.path().join("src")).unwrap();
             add_image(&src, "hello:1", b"#!/bin/true\n", OCI_LAYER_TAR);
@@ -272,12 +161,7 @@ fn an_archive_imported_over_the_api_is_listed_exported_and_read_by_skopeo() {
             let list: ImageList = admin.json("GET", "/v1/images", None).await;
             assert!(list.images.is_empty());
 
-            stop.send(()).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), agent)
-                .await
-                .expect("agent stops")
-                .unwrap()
-                .unwrap();
+            agent.stop().await;
         });
     });
 }

@@ -10,7 +10,9 @@
 
 use std::process::Command;
 
+pub mod agent;
 pub mod api_client;
+pub mod oci_image;
 
 use nix::sched::{CloneFlags, unshare};
 
