@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 use nix::sys::eventfd::EventFd;
 
 use crate::log::Log;
-use crate::shutdown::PowerAction;
+use crate::shutdown::{PowerAction, Request};
 
 pub const SOCKET_PATH: &str = "/run/cairn/init.sock";
 pub const OBJECT_PATH: &str = "/org/cairn/Init1";
@@ -24,18 +24,18 @@ pub const INTERFACE: &str = "org.cairn.Init1";
 /// Hands a request to the main loop and wakes it.
 #[derive(Debug, Clone)]
 pub struct RequestSender {
-    tx: mpsc::Sender<PowerAction>,
+    tx: mpsc::Sender<Request>,
     wake: Arc<EventFd>,
 }
 
 impl RequestSender {
-    pub fn new(tx: mpsc::Sender<PowerAction>, wake: Arc<EventFd>) -> Self {
+    pub fn new(tx: mpsc::Sender<Request>, wake: Arc<EventFd>) -> Self {
         RequestSender { tx, wake }
     }
 
-    fn send(&self, action: PowerAction) -> zbus::fdo::Result<()> {
+    fn send(&self, request: Request) -> zbus::fdo::Result<()> {
         self.tx
-            .send(action)
+            .send(request)
             .map_err(|_| zbus::fdo::Error::Failed("init is not taking requests".into()))?;
         self.wake
             .write(1)
@@ -55,12 +55,19 @@ pub struct Init1 {
 impl Init1 {
     /// Orderly reboot: stop the agent, unmount STATE, reboot.
     fn reboot(&self) -> zbus::fdo::Result<()> {
-        self.requests.send(PowerAction::Reboot)
+        self.requests.send(Request::Power(PowerAction::Reboot))
     }
 
     /// Orderly poweroff.
     fn power_off(&self) -> zbus::fdo::Result<()> {
-        self.requests.send(PowerAction::PowerOff)
+        self.requests.send(Request::Power(PowerAction::PowerOff))
+    }
+
+    /// Orderly restart of cairnd: SIGTERM, SIGKILL after the deadline, and
+    /// a new cairnd as soon as the old one is gone. Containers, run by
+    /// their shims, keep running.
+    fn restart_agent(&self) -> zbus::fdo::Result<()> {
+        self.requests.send(Request::RestartAgent)
     }
 
     /// The booted entry, its boot-counter state and the firmware.
@@ -176,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn power_off_over_dbus_queues_a_poweroff_and_wakes_the_loop() {
+    fn power_and_agent_requests_over_dbus_are_queued_and_wake_the_loop() {
         let (server_end, client_end) = UnixStream::pair().unwrap();
         let (tx, rx) = mpsc::channel();
         let wake = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap());
@@ -184,10 +191,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let efivars = dir.path().join("efivars");
         std::thread::spawn(move || serve_connection(server_end, sender, efivars));
-        call(client_end, &["PowerOff", "Reboot"]);
-        assert_eq!(rx.recv().unwrap(), PowerAction::PowerOff);
-        assert_eq!(rx.recv().unwrap(), PowerAction::Reboot);
-        assert_eq!(wake.read().unwrap(), 2, "each request wakes the loop");
+        call(client_end, &["PowerOff", "Reboot", "RestartAgent"]);
+        assert_eq!(rx.recv().unwrap(), Request::Power(PowerAction::PowerOff));
+        assert_eq!(rx.recv().unwrap(), Request::Power(PowerAction::Reboot));
+        assert_eq!(rx.recv().unwrap(), Request::RestartAgent);
+        assert_eq!(wake.read().unwrap(), 3, "each request wakes the loop");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::dbus::{self, RequestSender};
 use crate::log::{Log, chain};
 use crate::modules::Loader;
 use crate::power::PowerButtons;
-use crate::shutdown::{self, PowerAction};
+use crate::shutdown::{self, PowerAction, Request};
 use crate::state::{self, ESP_LABEL, STATE_LABEL, StateMount};
 use crate::supervisor::{Action, Signal, Supervisor};
 use crate::sys::{RealSys, Sys};
@@ -178,7 +178,7 @@ pub struct EventLoop {
     epoll: Epoll,
     signals: SignalFd,
     wake: Arc<EventFd>,
-    requests: mpsc::Receiver<PowerAction>,
+    requests: mpsc::Receiver<Request>,
     uevents: Option<Uevents>,
     buttons: PowerButtons,
     watchdog: Option<Watchdog>,
@@ -509,6 +509,11 @@ impl EventLoop {
                     if Some(pid.as_raw()) == self.supervisor.pid() {
                         let now = Instant::now();
                         match self.supervisor.exited(now, pid.as_raw()) {
+                            // Only a requested restart comes back at once.
+                            Some(Duration::ZERO) => self.log.info(format_args!(
+                                "cairnd stopped for a restart ({}); starting a new one",
+                                describe(status)
+                            )),
                             Some(delay) => self.log.error(format_args!(
                                 "cairnd exited ({}); restarting in {} s (restart {})",
                                 describe(status),
@@ -543,10 +548,20 @@ impl EventLoop {
 
     fn on_requests(&mut self) {
         let _ = self.wake.read();
-        while let Ok(action) = self.requests.try_recv() {
-            self.log
-                .info(format_args!("{} requested over D-Bus", action.verb()));
-            self.begin_shutdown(action);
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Power(action) => {
+                    self.log
+                        .info(format_args!("{} requested over D-Bus", action.verb()));
+                    self.begin_shutdown(action);
+                }
+                Request::RestartAgent => {
+                    self.log
+                        .info(format_args!("cairnd restart requested over D-Bus"));
+                    let actions = self.supervisor.restart(Instant::now());
+                    self.carry_out(actions);
+                }
+            }
         }
     }
 

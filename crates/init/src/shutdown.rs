@@ -10,6 +10,15 @@ use crate::log::Log;
 use crate::state::{ESP_MOUNTPOINT, STATE_MOUNTPOINT};
 use crate::sys::Sys;
 
+/// What init was asked over D-Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Take the machine down.
+    Power(PowerAction),
+    /// Stop cairnd in order and start a new one; the machine stays up.
+    RestartAgent,
+}
+
 /// Why the machine is going down, and where to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {

@@ -44,6 +44,9 @@ enum State {
         pid: i32,
         kill_at: Instant,
         killed: bool,
+        /// Start it again once it is gone (an agent restart, not a
+        /// shutdown).
+        restart: bool,
     },
     Stopped,
 }
@@ -102,11 +105,13 @@ impl Supervisor {
                 pid,
                 kill_at,
                 killed: false,
+                restart,
             } if now >= kill_at => {
                 self.state = State::Stopping {
                     pid,
                     kill_at,
                     killed: true,
+                    restart,
                 };
                 vec![Action::Signal(pid, Signal::Kill)]
             }
@@ -131,6 +136,15 @@ impl Supervisor {
             State::Running { pid: p, since } if p == pid => {
                 Some(self.schedule_restart(now, now.saturating_duration_since(since)))
             }
+            State::Stopping {
+                pid: p,
+                restart: true,
+                ..
+            } if p == pid => {
+                self.restarts += 1;
+                self.state = State::Waiting { at: now };
+                Some(Duration::ZERO)
+            }
             State::Stopping { pid: p, .. } if p == pid => {
                 self.state = State::Stopped;
                 None
@@ -150,7 +164,8 @@ impl Supervisor {
         delay
     }
 
-    /// Begin an orderly stop: SIGTERM now, SIGKILL at the deadline.
+    /// Begin an orderly stop: SIGTERM now, SIGKILL at the deadline. A
+    /// restart under way becomes a stop.
     pub fn stop(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
             State::Running { pid, .. } => {
@@ -158,12 +173,42 @@ impl Supervisor {
                     pid,
                     kill_at: now + STOP_DEADLINE,
                     killed: false,
+                    restart: false,
                 };
                 vec![Action::Signal(pid, Signal::Term)]
             }
             State::Waiting { .. } => {
                 self.state = State::Stopped;
                 Vec::new()
+            }
+            State::Stopping {
+                ref mut restart, ..
+            } => {
+                *restart = false;
+                Vec::new()
+            }
+            State::Stopped => Vec::new(),
+        }
+    }
+
+    /// An operator asked for a new agent: an orderly stop as for a
+    /// shutdown, then a start as soon as it is gone, without backoff. While
+    /// waiting out a backoff it starts at once; during a shutdown it does
+    /// nothing.
+    pub fn restart(&mut self, now: Instant) -> Vec<Action> {
+        match self.state {
+            State::Running { pid, .. } => {
+                self.state = State::Stopping {
+                    pid,
+                    kill_at: now + STOP_DEADLINE,
+                    killed: false,
+                    restart: true,
+                };
+                vec![Action::Signal(pid, Signal::Term)]
+            }
+            State::Waiting { .. } => {
+                self.state = State::Waiting { at: now };
+                vec![Action::Spawn]
             }
             State::Stopping { .. } | State::Stopped => Vec::new(),
         }
@@ -245,6 +290,38 @@ mod tests {
         );
         assert!(s.is_stopped());
         assert_eq!(s.tick(t0 + secs(60)), []);
+    }
+
+    #[test]
+    fn a_requested_restart_stops_the_agent_and_starts_it_again_at_once() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(t0);
+        s.spawned(t0, 42);
+        assert_eq!(s.restart(t0), [Action::Signal(42, Signal::Term)]);
+        assert_eq!(
+            s.tick(t0 + STOP_DEADLINE),
+            [Action::Signal(42, Signal::Kill)],
+            "a restart that hangs is forced like a stop"
+        );
+        assert_eq!(s.exited(t0 + secs(11), 42), Some(Duration::ZERO));
+        assert_eq!(s.tick(t0 + secs(11)), [Action::Spawn]);
+        assert_eq!(s.restarts(), 1);
+        assert!(!s.is_stopped());
+    }
+
+    #[test]
+    fn a_shutdown_during_a_restart_wins() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(t0);
+        s.spawned(t0, 42);
+        s.restart(t0);
+        assert!(s.stop(t0).is_empty(), "SIGTERM went already");
+        assert_eq!(s.exited(t0 + secs(1), 42), None);
+        assert!(s.is_stopped());
+        assert!(
+            s.restart(t0 + secs(2)).is_empty(),
+            "no restart once stopped"
+        );
     }
 
     #[test]

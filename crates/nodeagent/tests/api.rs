@@ -90,6 +90,10 @@ impl FakeInit {
         self.calls.lock().unwrap().push("PowerOff");
     }
 
+    fn restart_agent(&self) {
+        self.calls.lock().unwrap().push("RestartAgent");
+    }
+
     fn boot_status(&self) -> std::collections::HashMap<String, String> {
         [
             ("firmware", "uefi"),
@@ -462,11 +466,12 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
             assert!(!dmesg.entries.is_empty());
 
             // The walk asked for a reboot and a power-off as operator and
-            // admin; each reached init.
+            // admin, and for an agent restart as admin; each reached init.
             tokio::time::sleep(Duration::from_secs(1)).await;
             let calls = init.calls.lock().unwrap().clone();
             assert_eq!(calls.iter().filter(|c| **c == "Reboot").count(), 2, "{calls:?}");
             assert_eq!(calls.iter().filter(|c| **c == "PowerOff").count(), 2, "{calls:?}");
+            assert_eq!(calls.iter().filter(|c| **c == "RestartAgent").count(), 1, "{calls:?}");
 
             stop_agent(stop, agent).await;
 

@@ -284,11 +284,9 @@ enum Power {
     PowerOff,
 }
 
-async fn power(
-    state: &ServerState,
-    action: Power,
-) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
-    let bus = tokio::time::timeout(INIT_DEADLINE, InitBus::connect(&state.options.init_socket))
+/// A connection to cairn-init's D-Bus interface.
+async fn init_bus(state: &ServerState) -> Result<InitBus, Failure> {
+    tokio::time::timeout(INIT_DEADLINE, InitBus::connect(&state.options.init_socket))
         .await
         .map_err(|_| {
             Failure::new(
@@ -299,7 +297,14 @@ async fn power(
                 ),
             )
         })?
-        .map_err(|e| Failure::new(ErrorCode::Unavailable, error_chain(&e)))?;
+        .map_err(|e| Failure::new(ErrorCode::Unavailable, error_chain(&e)))
+}
+
+async fn power(
+    state: &ServerState,
+    action: Power,
+) -> Result<(StatusCode, Json<PowerResponse>), Failure> {
+    let bus = init_bus(state).await?;
     let name = match action {
         Power::Reboot => "reboot",
         Power::PowerOff => "poweroff",
@@ -332,22 +337,27 @@ async fn shutdown(State(state): Shared) -> Result<(StatusCode, Json<PowerRespons
     power(&state, Power::PowerOff).await
 }
 
-/// Ends this agent the way cairn-init does on shutdown (SIGTERM: leadership
-/// handed over, connections drained) after the answer has left; cairn-init
-/// sees the exit and starts a new agent. Containers keep running under
+/// Asks cairn-init for a new agent once the answer has left: init stops
+/// this one as on shutdown (SIGTERM: leadership handed over, connections
+/// drained) and starts another at once. Containers keep running under
 /// their shims, and the new agent re-attaches to them.
-async fn restart_agent() -> (StatusCode, Json<AgentRestartResponse>) {
-    let pid = std::process::id();
+async fn restart_agent(
+    State(state): Shared,
+) -> Result<(StatusCode, Json<AgentRestartResponse>), Failure> {
+    let bus = init_bus(&state).await?;
     tracing::warn!("agent restart requested through the API");
     tokio::spawn(async move {
         tokio::time::sleep(POWER_DELAY).await;
-        if let Err(e) =
-            nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM)
-        {
-            tracing::error!("cannot signal this agent to stop: {e}");
+        if let Err(e) = bus.restart_agent().await {
+            tracing::error!("restart through cairn-init failed: {}", error_chain(&e));
         }
     });
-    (StatusCode::ACCEPTED, Json(AgentRestartResponse { pid }))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AgentRestartResponse {
+            pid: std::process::id(),
+        }),
+    ))
 }
 
 pub(super) fn subject_name(field: &str, value: &str) -> Result<SubjectName, Failure> {

@@ -76,6 +76,11 @@ impl InitBus {
         self.call("PowerOff").await.map(drop)
     }
 
+    /// Asks init to stop this agent in order and start a new one.
+    pub async fn restart_agent(&self) -> Result<(), InitBusError> {
+        self.call("RestartAgent").await.map(drop)
+    }
+
     /// The boot loader's report (`firmware`, `entry`, `counter`, ...).
     pub async fn boot_status(&self) -> Result<HashMap<String, String>, InitBusError> {
         let reply = self.call("BootStatus").await?;
