@@ -5,6 +5,9 @@
 //! is small, synchronous and has no async runtime. Its life has two parts.
 //!
 //! **Boot** ([`pid1::boot`]), once, in order:
+//! 0. [`rootfs`]: the initramfs is copied into a tmpfs that moves over `/`,
+//!    and init executes itself again from it, so that container runtimes
+//!    can `pivot_root` (the kernel's `rootfs` cannot be pivoted away).
 //! 1. [`mounts`]: devtmpfs, proc, sysfs, devpts, /dev/shm, /run, /tmp,
 //!    cgroup2 and (on UEFI) efivarfs. A failed mount is logged; the rest
 //!    still mount.
@@ -20,8 +23,9 @@
 //! mutable state. It supervises `cairnd` ([`supervisor`], restart with
 //! exponential backoff), reaps every zombie, reads signals through a
 //! signalfd, the ACPI power button through evdev ([`power`]), hotplug through
-//! kernel uevents ([`uevent`]), and power requests from the `org.cairn.Init1`
-//! D-Bus interface ([`dbus`]), and pets the hardware watchdog ([`watchdog`]).
+//! kernel uevents ([`uevent`]), and power and agent-restart requests from the
+//! `org.cairn.Init1` D-Bus interface ([`dbus`]), and pets the hardware
+//! watchdog ([`watchdog`]).
 //!
 //! **Shutdown** is always orderly: SIGTERM/SIGINT mean reboot; SIGUSR2,
 //! SIGPWR, the power button and D-Bus `PowerOff` mean poweroff. The agent gets
@@ -42,6 +46,7 @@ pub mod modules;
 pub mod mounts;
 pub mod pid1;
 pub mod power;
+pub mod rootfs;
 pub mod shutdown;
 pub mod state;
 pub mod supervisor;

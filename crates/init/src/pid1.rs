@@ -617,8 +617,16 @@ fn describe(status: WaitStatus) -> String {
 
 /// PID 1's whole life.
 pub fn run() -> ! {
-    let mut sys = RealSys;
     let early = Log::stderr();
+    if crate::rootfs::on_initramfs() {
+        // Returns only when the switch failed; boot on regardless.
+        let error = crate::rootfs::leave_initramfs();
+        early.error(format_args!(
+            "staying on the initramfs root, where containers cannot run: {}",
+            chain(&error)
+        ));
+    }
+    let mut sys = RealSys;
     let mount_errors = crate::mounts::mount_pseudo(&mut sys, crate::mounts::Phase::Early);
     let log = Arc::new(Log::open());
     for e in &mount_errors {
