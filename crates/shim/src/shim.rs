@@ -65,6 +65,11 @@ pub enum ShimError {
     Start(#[source] libcontainer::error::LibcontainerError),
     #[error("libcontainer did not report the container's pid")]
     NoPid,
+    #[error(
+        "the node's root filesystem is the initramfs rootfs, which pivot_root cannot leave; \
+         init must switch_root to a tmpfs before containers can run"
+    )]
+    InitramfsRoot,
     #[error("poll failed")]
     Poll(#[source] nix::Error),
 }
@@ -182,12 +187,21 @@ impl Shim {
         host: &HostPaths,
         state: ShimState,
     ) -> Result<Self, ShimError> {
+        if sys::root_is_initramfs() {
+            return Err(ShimError::InitramfsRoot);
+        }
         // A shim that died without cleaning up (kill -9, power cut on a
         // tmpfs-less node) may have left these; they would make the next
         // steps fail.
         delete_runtime_container(host, spec);
         cleanup_mounts(dir);
 
+        std::fs::create_dir_all(&host.runtime_root).map_err(|source| {
+            ShimError::Sys(SysError::CreateDir {
+                path: host.runtime_root.clone(),
+                source,
+            })
+        })?;
         let log = LogWriter::open(&dir.logs(), spec.logs.clone()).map_err(ShimError::Log)?;
         let _ = std::fs::remove_file(dir.socket());
         let listener = UnixListener::bind(dir.socket()).map_err(|source| ShimError::Bind {
@@ -266,8 +280,25 @@ impl Shim {
             .with_detach(true)
             .build()
             .map_err(ShimError::Create)?;
-        let started = container.start().map_err(ShimError::Start);
         let pid = container.pid().map(|p| p.as_raw());
+        // Between create and start the init waits, in its namespaces, for
+        // the go: the moment to bring up lo in a private network.
+        // libcgroups treats a swap limit of 0 as "not set" and never writes
+        // it, so the shim turns swap off itself: the memory limit is meant
+        // to be a limit, not a trigger for swapping.
+        let swap_off = match self.spec.resources.memory_bytes {
+            Some(_) => sys::write_cgroup_file(&self.cgroup_dir(), "memory.swap.max", "0")
+                .map_err(ShimError::from),
+            None => Ok(()),
+        };
+        let net_ready = swap_off.and_then(|()| match (self.spec.network, pid) {
+            (runtime::NetworkMode::Private, Some(pid)) => {
+                sys::loopback_up(pid).map_err(ShimError::from)
+            }
+            (runtime::NetworkMode::Private, None) => Err(ShimError::NoPid),
+            (runtime::NetworkMode::Host, _) => Ok(()),
+        });
+        let started = net_ready.and_then(|()| container.start().map_err(ShimError::Start));
         if let Err(err) = started {
             delete_runtime_container(&self.host, &self.spec);
             return Err(err);

@@ -47,6 +47,22 @@ pub enum SysError {
     Pipe(#[source] nix::Error),
     #[error("could not install the SIGTERM handler")]
     Sigaction(#[source] nix::Error),
+    #[error("could not enter the network namespace of pid {pid}")]
+    EnterNetns {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not return to the shim's network namespace")]
+    LeaveNetns(#[source] std::io::Error),
+    #[error("could not bring up lo in the container's network namespace")]
+    LoopbackUp(#[source] nix::Error),
+    #[error("could not write {path}")]
+    WriteCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not create {path}")]
     CreateDir {
         path: PathBuf,
@@ -196,6 +212,96 @@ pub fn install_terminate_handler() -> Result<(), SysError> {
 /// Whether SIGTERM or SIGINT arrived since the last call.
 pub fn terminate_requested() -> bool {
     TERMINATE.swap(false, Ordering::SeqCst)
+}
+
+/// Brings `lo` up in the network namespace of `pid` (a private network
+/// gets a fresh namespace whose loopback is down; libcontainer leaves it
+/// so). The shim enters the namespace only long enough to open a socket
+/// there (a socket stays in the namespace it was made in), then returns.
+pub fn loopback_up(pid: i32) -> Result<(), SysError> {
+    use nix::sched::{CloneFlags, setns};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let own = std::fs::File::open("/proc/self/ns/net").map_err(SysError::LeaveNetns)?;
+    let target = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|source| SysError::EnterNetns { pid, source })?;
+    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| SysError::EnterNetns {
+        pid,
+        source: e.into(),
+    })?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    );
+    setns(&own, CloneFlags::CLONE_NEWNET).map_err(|e| SysError::LeaveNetns(e.into()))?;
+    let sock = sock.map_err(SysError::LoopbackUp)?;
+    set_up(&sock, "lo").map_err(SysError::LoopbackUp)
+}
+
+fn set_up(sock: &OwnedFd, name: &str) -> Result<(), nix::Error> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of the
+    // ifreq we own, on a socket we own.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "IFF_UP is 0x1, and ifru_flags is a c_short by the kernel ABI"
+    )]
+    let up = libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        ifr.ifr_ifru.ifru_flags |= up;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads the ifreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Writes one cgroup control file. A missing file (a kernel without swap
+/// accounting has no `memory.swap.max`) is not an error.
+pub fn write_cgroup_file(cgroup_dir: &Path, file: &str, value: &str) -> Result<(), SysError> {
+    let path = cgroup_dir.join(file);
+    match std::fs::write(&path, value) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SysError::WriteCgroup { path, source }),
+    }
+}
+
+/// Whether `/` is the kernel's initramfs `rootfs` mount. `pivot_root`
+/// cannot leave that mount (it has no parent), and libcontainer's
+/// fallback (move the root and chroot) leaves `exec`'d processes, which
+/// join the mount namespace by `setns`, outside the container's root. So
+/// the shim refuses to run there; the node's init must first move to a
+/// real filesystem (`switch_root` to a tmpfs), as LinuxKit does for runc.
+pub fn root_is_initramfs() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    let mount_point = fields.get(4)?;
+                    let sep = fields.iter().position(|f| *f == "-")?;
+                    let fstype = fields.get(sep + 1)?;
+                    (*mount_point == "/").then_some(*fstype == "rootfs")
+                })
+                .next_back()
+        })
+        .unwrap_or(false)
 }
 
 /// The `oom_kill` count in the cgroup's `memory.events` (0 when the file
