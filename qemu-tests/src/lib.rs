@@ -65,6 +65,7 @@ pub mod clusterbench;
 pub mod console;
 pub mod http;
 pub mod image;
+pub mod initramfs;
 pub mod leases;
 pub mod lock;
 pub mod metrics;

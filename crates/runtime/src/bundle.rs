@@ -155,7 +155,9 @@ pub fn oci_spec(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, BundleError
     if let Some(bytes) = spec.resources.memory_bytes {
         let limit = signed("memory_bytes", bytes)?;
         // OCI's swap is memory + swap; equal to the limit means no swap
-        // (memory.swap.max = 0), so the limit is a real limit.
+        // (memory.swap.max = 0), so the limit is a real limit. (libcgroups
+        // skips writing a swap limit of 0, so the shim also writes
+        // memory.swap.max itself.)
         resources = resources.memory(build(
             "memory",
             LinuxMemoryBuilder::default()
