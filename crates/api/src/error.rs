@@ -36,6 +36,12 @@ pub enum ErrorCode {
     TokenNotFound,
     /// 404: no image has that reference or digest.
     ImageNotFound,
+    /// 502: a registry refused the machine config's credentials for it
+    /// (or their absence); the message names the registry.
+    RegistryAuthFailed,
+    /// 502: no registry (mirror or upstream) could serve an image; the
+    /// message names each one tried and why.
+    RegistryUnreachable,
     /// 409: compare-and-set failed: the key is at another revision; the
     /// message names it.
     RevisionConflict,
@@ -103,14 +109,17 @@ impl ErrorCode {
             ErrorCode::InvalidConfig | ErrorCode::InvalidImage => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::ClusterUnreachable | ErrorCode::CaMismatch => 502,
+            ErrorCode::ClusterUnreachable
+            | ErrorCode::CaMismatch
+            | ErrorCode::RegistryAuthFailed
+            | ErrorCode::RegistryUnreachable => 502,
             ErrorCode::Unavailable | ErrorCode::NoLeader => 503,
             ErrorCode::OutcomeUnknown => 504,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -123,6 +132,8 @@ impl ErrorCode {
         ErrorCode::MemberNotFound,
         ErrorCode::TokenNotFound,
         ErrorCode::ImageNotFound,
+        ErrorCode::RegistryAuthFailed,
+        ErrorCode::RegistryUnreachable,
         ErrorCode::RevisionConflict,
         ErrorCode::MemberExists,
         ErrorCode::Compacted,

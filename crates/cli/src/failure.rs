@@ -220,6 +220,9 @@ pub enum CommandError {
         /// The last thing seen.
         last: String,
     },
+    /// A stream ended before its last line said how the work went.
+    #[error("the node ended {0} without saying how it went")]
+    Incomplete(&'static str),
     /// A streamed line is not what the route promises.
     #[error("the node sent a {what} this client does not understand")]
     BadLine {
@@ -262,7 +265,8 @@ pub fn describe(error: &CommandError) -> Failure {
         | CommandError::WriteOutput { .. }
         | CommandError::Stdout(_)
         | CommandError::WaitTimedOut { .. }
-        | CommandError::BadLine { .. } => Failure::new(Exit::Failure, chain(error)),
+        | CommandError::BadLine { .. }
+        | CommandError::Incomplete(_) => Failure::new(Exit::Failure, chain(error)),
         CommandError::Credential { .. } | CommandError::BadCredential(_) => {
             Failure::new(Exit::Authentication, chain(error))
         }
@@ -324,7 +328,9 @@ pub fn describe_refusal(
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::ClusterUnreachable
-        | ErrorCode::CaMismatch => {
+        | ErrorCode::CaMismatch
+        | ErrorCode::RegistryAuthFailed
+        | ErrorCode::RegistryUnreachable => {
             format!("the node failed to carry out {operation}: {said}")
         }
         // The answer is a plain "no such thing" or "not at that revision":
@@ -397,6 +403,12 @@ pub fn describe_refusal(
         ErrorCode::ClusterUnreachable => Some(
             "the joining node could not reach the --cluster endpoint; check that it can, from the joining node's network".to_owned(),
         ),
+        ErrorCode::RegistryAuthFailed => Some(
+            "the credentials come from the registry's auth in the node's machine config ([[registries]])".to_owned(),
+        ),
+        ErrorCode::RegistryUnreachable => Some(
+            "check that the node can reach the registry and its mirrors, and their CA in [[registries]]".to_owned(),
+        ),
         ErrorCode::RoleTooLow
         | ErrorCode::KeyNotFound
         | ErrorCode::TokenNotFound
@@ -434,7 +446,8 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         // fingerprint mismatch.
         ErrorCode::ClientCertificateRequired
         | ErrorCode::InvalidClientCertificate
-        | ErrorCode::CaMismatch => Exit::Authentication,
+        | ErrorCode::CaMismatch
+        | ErrorCode::RegistryAuthFailed => Exit::Authentication,
         ErrorCode::RoleTooLow
         | ErrorCode::MaintenanceMode
         | ErrorCode::InvalidSetupToken
@@ -453,6 +466,7 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::MemberExists => Exit::Conflict,
         ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
+        | ErrorCode::RegistryUnreachable
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::Timeout

@@ -22,7 +22,7 @@ pub use cluster::{
 };
 pub use images::{
     ImageList, ImageRefQuery, ImageRemoved, ImageSummary, ImportResponse, ImportedImage,
-    OCI_ARCHIVE, PruneResponse,
+    OCI_ARCHIVE, PruneResponse, PullBlob, PullEvent, PullRequest, PullSource, PullSourceRole,
 };
 pub use kv::{
     KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,

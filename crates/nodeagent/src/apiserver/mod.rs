@@ -35,6 +35,7 @@ mod initbus;
 mod kv;
 mod logs;
 mod membership;
+mod pull;
 mod replicated;
 mod system;
 
