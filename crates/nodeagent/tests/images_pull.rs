@@ -570,6 +570,15 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
                 .await;
             assert_eq!(response.status(), 200);
 
+            // A pulled name has slashes: it is removed percent-encoded, as
+            // the CLI sends it.
+            let encoded = by_tag.replace('/', "%2F").replace(':', "%3A");
+            let (status, text) = admin
+                .call("DELETE", &format!("/v1/images/{encoded}"), None)
+                .await;
+            assert_eq!(status, 200, "{text}");
+            assert!(text.contains(&by_tag), "{text}");
+
             stop.send(()).unwrap();
             tokio::time::timeout(Duration::from_secs(5), agent)
                 .await

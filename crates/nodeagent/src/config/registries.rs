@@ -311,6 +311,28 @@ mod tests {
     }
 
     #[test]
+    fn the_shown_config_redacts_every_registry_secret() {
+        let text = "[[registries]]\nhost = \"a.site.internal\"\nauth = { username = \"u\", password = \"pw-secret\" }\n\n[[registries]]\nhost = \"b.site.internal\"\n\n[[registries]]\nhost = \"c.site.internal\"\n[registries.auth]\ntoken = \"tok-secret\"\n";
+        let config =
+            super::super::parse(text.as_bytes(), &super::super::ConfigOrigin::Default).unwrap();
+        let active = super::super::ActiveConfig {
+            config,
+            origin: super::super::ConfigOrigin::Default,
+            text: text.to_owned(),
+        };
+        let (shown, redacted) = active.redacted();
+        assert!(
+            !shown.contains("pw-secret") && !shown.contains("tok-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("username = \"u\""), "{shown}");
+        assert_eq!(
+            redacted,
+            ["registries[0].auth.password", "registries[2].auth.token"]
+        );
+    }
+
+    #[test]
     fn a_ca_is_inline_pem_or_an_absolute_path() {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["registry.site.internal".to_owned()])
