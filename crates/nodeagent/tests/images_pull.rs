@@ -213,6 +213,36 @@ fn layer(name: &str, size: usize, seed: u8) -> (Vec<u8>, Digest) {
 /// A multi-layer image named `name` in `layout`; returns its manifest
 /// digest and layer digests.
 fn add_image(layout: &Layout, name: &str, seed: u8) -> (Digest, Vec<Digest>) {
+    let (desc, layers) = build_manifest(layout, seed, "amd64");
+    layout.tag(&RefName::parse(name).unwrap(), &desc).unwrap();
+    (Digest::from_spec(desc.digest()).unwrap(), layers)
+}
+
+/// A manifest list of an arm64 image and then an amd64 one (so the
+/// first entry is the wrong one), named `name`; returns the amd64
+/// manifest's digest.
+fn add_index(layout: &Layout, name: &str, seed: u8) -> Digest {
+    let (arm, _) = build_manifest(layout, seed, "arm64");
+    let (amd, _) = build_manifest(layout, seed.wrapping_add(50), "amd64");
+    let entry = |d: &Descriptor, arch: &str| {
+        json!({"mediaType": OCI_MANIFEST, "digest": d.digest().to_string(), "size": d.size(),
+               "platform": {"os": "linux", "architecture": arch}})
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": oci::media::OCI_INDEX,
+        "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")],
+    });
+    let (digest, size) = layout
+        .write_blob(&serde_json::to_vec(&index).unwrap())
+        .unwrap();
+    let desc = Descriptor::new(MediaType::ImageIndex, size, digest.to_spec());
+    layout.tag(&RefName::parse(name).unwrap(), &desc).unwrap();
+    Digest::from_spec(amd.digest()).unwrap()
+}
+
+/// A three-layer image for `arch`, not named.
+fn build_manifest(layout: &Layout, seed: u8, arch: &str) -> (Descriptor, Vec<Digest>) {
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     let mut descs = Vec::new();
@@ -225,7 +255,7 @@ fn add_image(layout: &Layout, name: &str, seed: u8) -> (Digest, Vec<Digest>) {
         diff_ids.push(diff_id.to_string());
     }
     let config = json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "created": "2026-11-22T00:00:00Z",
         "config": {"Entrypoint": ["/file0"]},
@@ -243,9 +273,10 @@ fn add_image(layout: &Layout, name: &str, seed: u8) -> (Digest, Vec<Digest>) {
     let (digest, size) = layout
         .write_blob(&serde_json::to_vec(&manifest).unwrap())
         .unwrap();
-    let desc = Descriptor::new(MediaType::ImageManifest, size, digest.to_spec());
-    layout.tag(&RefName::parse(name).unwrap(), &desc).unwrap();
-    (digest, layers)
+    (
+        Descriptor::new(MediaType::ImageManifest, size, digest.to_spec()),
+        layers,
+    )
 }
 
 fn skopeo(args: &[&str]) {
@@ -263,6 +294,7 @@ fn skopeo(args: &[&str]) {
 fn push(archive: &Path, name: &str, pki: &Pki, dest: &str) {
     skopeo(&[
         "copy",
+        "--all",
         "--preserve-digests",
         "--dest-cert-dir",
         pki.cert_dir.to_str().unwrap(),
@@ -368,10 +400,17 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
         let src = Layout::create(&dir.path().join("src")).unwrap();
         let (app_digest, _) = add_image(&src, "app:1", 1);
         let (_, bad_layers) = add_image(&src, "bad:1", 100);
+        let multi_amd64 = add_index(&src, "multi:1", 150);
         let archive = dir.path().join("images.tar");
         oci::archive::write_archive_file(&src, &archive).unwrap();
         push(&archive, "app:1", &pki, &format!("{}/team/app:1", a.host()));
         push(&archive, "bad:1", &pki, &format!("{}/team/bad:1", a.host()));
+        push(
+            &archive,
+            "multi:1",
+            &pki,
+            &format!("{}/team/multi:1", a.host()),
+        );
         push(&archive, "app:1", &pki, &format!("{}/team/app:1", b.host()));
         // A corrupted blob in the registry's storage, same size.
         let data = a.blob_data(&bad_layers[1]);
@@ -472,6 +511,11 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
                 "{code:?} {message}"
             );
 
+            // A manifest list: the linux/amd64 entry, though it is second.
+            let multi = format!("{}/team/multi:1", a.host());
+            let events = pull(&admin, &multi).await;
+            assert_eq!(done(&events).1, multi_amd64.to_string(), "{events:?}");
+
             // Wrong password: the registry is named.
             let (code, message) =
                 failed(&pull(&admin, &format!("localhost:{}/team/app:1", a.port)).await);
@@ -560,10 +604,13 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
                 "{pruned:?}"
             );
             let list: ImageList = admin.json("GET", "/v1/images", None).await;
-            assert!(
-                list.images
-                    .iter()
-                    .all(|i| i.digest == app_digest.to_string())
+            let kept: std::collections::BTreeSet<&str> =
+                list.images.iter().map(|i| i.digest.as_str()).collect();
+            let expected = [app_digest.to_string(), multi_amd64.to_string()];
+            assert_eq!(
+                kept,
+                expected.iter().map(String::as_str).collect(),
+                "{list:?}"
             );
             let response = admin
                 .send("GET", &format!("/v1/images/export?{query}"), None)

@@ -851,3 +851,124 @@ async fn fetch_blob_from(
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kind_of(bytes: &[u8]) -> Option<ManifestKind> {
+        manifest_kind(bytes).ok().map(|(_, k)| k)
+    }
+
+    #[test]
+    fn a_manifest_without_media_type_is_told_apart_by_its_shape() {
+        assert_eq!(
+            kind_of(br#"{"schemaVersion":2,"manifests":[]}"#),
+            Some(ManifestKind::Index)
+        );
+        assert_eq!(
+            kind_of(br#"{"schemaVersion":2,"config":{},"layers":[]}"#),
+            Some(ManifestKind::Image)
+        );
+        assert!(matches!(
+            manifest_kind(br#"{"mediaType":"application/vnd.example+json"}"#),
+            Err(Attempt::Unusable(_))
+        ));
+        assert!(matches!(
+            manifest_kind(b"<html>"),
+            Err(Attempt::Failed(Failure {
+                kind: FailureKind::Invalid,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_manifest_asked_for_by_digest_must_hash_to_it() {
+        let bytes = br#"{"schemaVersion":2}"#;
+        let right = PullTarget::Digest(Digest::of(bytes));
+        assert_eq!(
+            checked_manifest(bytes, &right).ok(),
+            Some(Digest::of(bytes))
+        );
+        let wrong = PullTarget::Digest(Digest::of(b"something else"));
+        assert!(matches!(
+            checked_manifest(bytes, &wrong),
+            Err(Attempt::Failed(Failure {
+                kind: FailureKind::Invalid,
+                ..
+            }))
+        ));
+        let tag = PullTarget::Tag("1".to_owned());
+        let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
+        assert!(checked_manifest(&huge, &tag).is_err());
+    }
+
+    #[test]
+    fn registry_answers_map_to_the_decisions() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "https://registry.site.internal/v2/".to_owned(),
+            message: String::new(),
+        };
+        assert_eq!(classify(&server(401)), FailureKind::Unauthorized);
+        assert_eq!(classify(&server(404)), FailureKind::NotFound);
+        assert_eq!(classify(&server(503)), FailureKind::Transient);
+        assert_eq!(classify(&server(429)), FailureKind::Transient);
+        assert_eq!(classify(&server(400)), FailureKind::Refused);
+        assert_eq!(
+            classify(&OciDistributionError::UnauthorizedError { url: String::new() }),
+            FailureKind::Unauthorized
+        );
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&OciDistributionError::RegistryError {
+                envelope,
+                url: String::new()
+            }),
+            FailureKind::NotFound
+        );
+        assert_eq!(
+            classify(&OciDistributionError::DigestError(
+                oci_client::errors::DigestError::MissingAlgorithm
+            )),
+            FailureKind::Invalid
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn registry_manifest_bytes_never_panic_the_parsers(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048)
+        ) {
+            let _ = manifest_kind(&bytes);
+            let _ = checked_manifest(&bytes, &PullTarget::Tag("1".to_owned()));
+            let _ = json::parse::<ImageIndex>(&bytes);
+            let _ = json::parse::<ImageManifest>(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_manifests_never_panic_the_parsers(
+            media in proptest::option::of("[a-z./+-]{0,60}"),
+            manifests in any::<bool>(),
+            extra in "[ -~]{0,200}",
+        ) {
+            let mut doc = serde_json::Map::new();
+            if let Some(m) = media {
+                doc.insert("mediaType".to_owned(), serde_json::Value::String(m));
+            }
+            if manifests {
+                doc.insert("manifests".to_owned(), serde_json::json!([{"digest": extra}]));
+            } else {
+                doc.insert("layers".to_owned(), serde_json::json!([extra]));
+            }
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            let _ = manifest_kind(&bytes);
+            let _ = json::parse::<ImageIndex>(&bytes);
+        }
+    }
+}
