@@ -17,6 +17,8 @@ CAIRN_HOST_PACKAGES=(
   iproute2          # ip netns, bridges, taps
   ipxe-qemu         # NIC boot ROMs for PXE
   skopeo            # a real OCI client checks the images cairn-image builds
+  docker-registry   # a real registry the pull tests push to (no service)
+  apache2-utils     # htpasswd for that registry's basic auth
 )
 
 say() { printf '==> %s\n' "$*" >&2; }

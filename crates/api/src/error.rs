@@ -52,6 +52,12 @@ pub enum ErrorCode {
     /// started (no such executable, a mount that failed); the message
     /// names the cause. It is left in state `exited` for inspection.
     ContainerStartFailed,
+    /// 502: a registry refused the machine config's credentials for it
+    /// (or their absence); the message names the registry.
+    RegistryAuthFailed,
+    /// 502: no registry (mirror or upstream) could serve an image; the
+    /// message names each one tried and why.
+    RegistryUnreachable,
     /// 409: compare-and-set failed: the key is at another revision; the
     /// message names it.
     RevisionConflict,
@@ -128,14 +134,17 @@ impl ErrorCode {
             | ErrorCode::ContainerStartFailed => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::ClusterUnreachable | ErrorCode::CaMismatch => 502,
+            ErrorCode::ClusterUnreachable
+            | ErrorCode::CaMismatch
+            | ErrorCode::RegistryAuthFailed
+            | ErrorCode::RegistryUnreachable => 502,
             ErrorCode::Unavailable | ErrorCode::NoLeader => 503,
             ErrorCode::OutcomeUnknown => 504,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::ClientCertificateRequired,
         ErrorCode::InvalidClientCertificate,
         ErrorCode::RoleTooLow,
@@ -154,6 +163,8 @@ impl ErrorCode {
         ErrorCode::ContainerNotRunning,
         ErrorCode::InvalidContainer,
         ErrorCode::ContainerStartFailed,
+        ErrorCode::RegistryAuthFailed,
+        ErrorCode::RegistryUnreachable,
         ErrorCode::RevisionConflict,
         ErrorCode::MemberExists,
         ErrorCode::Compacted,

@@ -572,6 +572,18 @@ pub const ROUTES: &[Route] = &[
         },
     },
     Route {
+        method: Method::Post,
+        path: "/v1/images/pull",
+        operation: "image_pull",
+        summary: "Pull an image from its registry (mirrors first), answering progress as NDJSON",
+        access: Access::Certificate(Role::Operator),
+        query: None,
+        request: Some(schema::<crate::types::PullRequest>),
+        success: Success::NdJson {
+            line: schema::<crate::types::PullEvent>,
+        },
+    },
+    Route {
         method: Method::Get,
         path: "/v1/images/export",
         operation: "image_export",

@@ -315,6 +315,14 @@ pub enum ImageCommand {
         /// The archive.
         file: PathBuf,
     },
+    /// Pull an image from its registry (mirrors first) into the node's
+    /// store: HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]. Shows a progress bar
+    /// per layer on a terminal.
+    Pull {
+        /// The image, with its registry written out.
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
     /// Write one image to FILE as an OCI archive.
     Export {
         /// The image.

@@ -352,6 +352,30 @@ impl NodeClient {
         self.check(call.operation, response).await
     }
 
+    /// Makes `call` with a JSON `body` and hands back the open response
+    /// for the caller to read as an NDJSON stream, capped at `timeout`.
+    pub async fn stream_json<B: Serialize>(
+        &self,
+        call: impl Into<Call>,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, RequestError> {
+        let call = call.into();
+        let operation = call.operation;
+        let json = serde_json::to_vec(body)
+            .map_err(|source| RequestError::Encode { operation, source })?;
+        let response = self
+            .request(&call)?
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, api::NDJSON)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.check(operation, response).await
+    }
+
     /// Makes `call` with `body` (of `content_type`, sent as it is read)
     /// and decodes the JSON answer, capped at `timeout`.
     pub async fn upload<T: DeserializeOwned>(

@@ -228,6 +228,9 @@ pub enum CommandError {
         /// What the node said.
         message: String,
     },
+    /// A stream ended before its last line said how the work went.
+    #[error("the node ended {0} without saying how it went")]
+    Incomplete(&'static str),
     /// A streamed line is not what the route promises.
     #[error("the node sent a {what} this client does not understand")]
     BadLine {
@@ -271,7 +274,8 @@ pub fn describe(error: &CommandError) -> Failure {
         | CommandError::Stdout(_)
         | CommandError::WaitTimedOut { .. }
         | CommandError::BadLine { .. }
-        | CommandError::Exec { .. } => Failure::new(Exit::Failure, chain(error)),
+        | CommandError::Exec { .. }
+        | CommandError::Incomplete(_) => Failure::new(Exit::Failure, chain(error)),
         CommandError::Credential { .. } | CommandError::BadCredential(_) => {
             Failure::new(Exit::Authentication, chain(error))
         }
@@ -333,7 +337,9 @@ pub fn describe_refusal(
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::ClusterUnreachable
-        | ErrorCode::CaMismatch => {
+        | ErrorCode::CaMismatch
+        | ErrorCode::RegistryAuthFailed
+        | ErrorCode::RegistryUnreachable => {
             format!("the node failed to carry out {operation}: {said}")
         }
         // The answer is a plain "no such thing" or "not at that revision":
@@ -419,6 +425,12 @@ pub fn describe_refusal(
             "`cairn ctr inspect` and `cairn ctr logs` show what happened".to_owned(),
         ),
         ErrorCode::ContainerNotFound => Some("`cairn ctr list` lists the containers".to_owned()),
+        ErrorCode::RegistryAuthFailed => Some(
+            "the credentials come from the registry's auth in the node's machine config ([[registries]])".to_owned(),
+        ),
+        ErrorCode::RegistryUnreachable => Some(
+            "check that the node can reach the registry and its mirrors, and their CA in [[registries]]".to_owned(),
+        ),
         ErrorCode::RoleTooLow
         | ErrorCode::ContainerExists
         | ErrorCode::ContainerNotRunning
@@ -459,7 +471,8 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         // fingerprint mismatch.
         ErrorCode::ClientCertificateRequired
         | ErrorCode::InvalidClientCertificate
-        | ErrorCode::CaMismatch => Exit::Authentication,
+        | ErrorCode::CaMismatch
+        | ErrorCode::RegistryAuthFailed => Exit::Authentication,
         ErrorCode::RoleTooLow
         | ErrorCode::MaintenanceMode
         | ErrorCode::InvalidSetupToken
@@ -483,6 +496,7 @@ pub fn refusal_exit(code: ErrorCode) -> Exit {
         | ErrorCode::ContainerNotRunning => Exit::Conflict,
         ErrorCode::Compacted
         | ErrorCode::ClusterUnreachable
+        | ErrorCode::RegistryUnreachable
         | ErrorCode::NoLeader
         | ErrorCode::OutcomeUnknown
         | ErrorCode::Timeout

@@ -38,6 +38,7 @@ use crate::output::{
 use crate::wait::{Next, Observation, RebootWait};
 
 mod ctr;
+mod pull;
 
 /// How long each poll of `reboot --wait` may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -671,6 +672,7 @@ async fn image(globals: &Globals, command: ImageCommand) -> Result<(), CommandEr
                 .map_err(&fail)?;
             print(format, &imported, output::images_imported)
         }
+        ImageCommand::Pull { reference } => pull::run(&client, &fail, format, reference).await,
         ImageCommand::Export { reference, file } => {
             let call = Call::new("image_export")
                 .query(&ImageRefQuery { reference })

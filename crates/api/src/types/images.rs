@@ -81,3 +81,85 @@ pub struct PruneResponse {
     /// Blob bytes plus unpacked file bytes no other layer shared.
     pub bytes_freed: u64,
 }
+
+/// `POST /v1/images/pull`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// `HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]`; the registry is always
+    /// written out, and a missing tag means `latest`.
+    pub reference: String,
+}
+
+/// Whether a blob came from a configured mirror or from the registry the
+/// reference names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PullSourceRole {
+    /// A `mirrors` entry of the machine config.
+    Mirror,
+    /// The reference's own registry.
+    Upstream,
+}
+
+/// A registry a pull fetched from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PullSource {
+    /// `host[:port]`.
+    pub registry: String,
+    /// Mirror or upstream.
+    pub role: PullSourceRole,
+}
+
+/// A blob of the pulled image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PullBlob {
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether the store already had it (it is not fetched again).
+    pub present: bool,
+}
+
+/// One line of `POST /v1/images/pull`'s answer. The last line is `done`
+/// or `error`; a stream that ends without either was cut off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// The linux/amd64 manifest is known.
+    Resolved {
+        /// Its digest.
+        digest: String,
+        /// Where it came from.
+        source: PullSource,
+        /// The config, then the layers, base first.
+        blobs: Vec<PullBlob>,
+    },
+    /// Bytes of one blob are stored.
+    Progress {
+        /// The blob.
+        digest: String,
+        /// Bytes stored so far.
+        done: u64,
+        /// Its size.
+        total: u64,
+        /// Where it comes from.
+        source: PullSource,
+    },
+    /// The image is stored, unpacked and named.
+    Done {
+        /// The references recorded (the one pulled, written out in full).
+        references: Vec<String>,
+        /// The linux/amd64 manifest's digest.
+        digest: String,
+    },
+    /// The pull failed; nothing of it was recorded.
+    Error {
+        /// `registry_auth_failed`, `image_not_found`,
+        /// `registry_unreachable`, `invalid_image` or `internal`.
+        code: crate::ErrorCode,
+        /// What happened, naming registries and digests.
+        message: String,
+    },
+}

@@ -29,7 +29,7 @@ pub use containers::{
 };
 pub use images::{
     ImageList, ImageRefQuery, ImageRemoved, ImageSummary, ImportResponse, ImportedImage,
-    OCI_ARCHIVE, PruneResponse,
+    OCI_ARCHIVE, PruneResponse, PullBlob, PullEvent, PullRequest, PullSource, PullSourceRole,
 };
 pub use kv::{
     KvEvent, KvEventKind, KvKeyQuery, KvList, KvListQuery, KvPutRequest, KvRecord, KvWatchQuery,

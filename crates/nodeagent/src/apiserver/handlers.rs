@@ -80,6 +80,7 @@ pub fn method_router(route: &Route) -> MethodRouter<Arc<ServerState>> {
         // The body is streamed to the store with its own cap
         // (images::MAX_IMPORT_BYTES), never buffered.
         "image_import" => post(images::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        "image_pull" => post(super::pull::pull),
         "image_export" => get(images::export),
         "image_remove" => delete(images::remove),
         "image_prune" => post(images::prune),

@@ -7,7 +7,7 @@
 //! drains. The store is opened on first use, which is also when what a
 //! crash left half-done is cleaned up.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use api::ErrorCode;
@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 
 use super::{Failure, QueryParams, ServerState};
 use crate::error_chain;
-use crate::images::{ExportError, ImageRef, ImageStore, ImportError, RemoveError};
+use crate::images::{
+    ChannelReader, ExportError, ImageRef, ImageStore, ImportError, RemoveError,
+};
 
 type Shared = State<Arc<ServerState>>;
 
@@ -93,40 +95,11 @@ pub async fn list(State(state): Shared) -> Result<Json<ImageList>, Failure> {
     }))
 }
 
-/// The blocking side of an upload: reads what the network side sends.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        let chunk = self.current.split_to(n);
-        if let Some(dest) = buf.get_mut(..n) {
-            dest.copy_from_slice(&chunk);
-        }
-        Ok(n)
-    }
-}
-
 /// `POST /v1/images/import`: the body is an oci-archive.
 pub async fn import(State(state): Shared, body: Body) -> Result<Json<ImportResponse>, Failure> {
     let store = state.image_store().await?;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
-    let task = tokio::task::spawn_blocking(move || {
-        store.import(ChannelReader {
-            rx,
-            current: Bytes::new(),
-        })
-    });
+    let task = tokio::task::spawn_blocking(move || store.import(ChannelReader::new(rx)));
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     let mut too_large = false;

@@ -36,6 +36,7 @@ mod initbus;
 mod kv;
 mod logs;
 mod membership;
+mod pull;
 mod replicated;
 mod system;
 

@@ -10,6 +10,7 @@
 //!
 //! Where the bytes come from is [`source`]'s business.
 
+pub mod registries;
 pub mod source;
 pub mod types;
 
@@ -19,6 +20,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
+pub use registries::{
+    RegistryAuthConfig, RegistryCa, RegistryConfig, RegistryHost, RegistrySecret,
+};
 pub use source::{ConfigOrigin, ConfigPaths};
 pub use types::{
     CaHash, ClusterEndpoint, DomainName, FailureDomain, Hostname, InterfaceName, Ipv4Cidr,
@@ -46,6 +50,9 @@ pub struct MachineConfig {
     /// Cluster membership.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// OCI registries images are pulled from (`[[registries]]`).
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
 }
 
 /// `[cluster]`
@@ -258,6 +265,19 @@ impl ActiveConfig {
                 redacted.push(path.join("."));
             }
         }
+        if let Some(toml::Value::Array(entries)) = table.get_mut("registries") {
+            for (i, entry) in entries.iter_mut().enumerate() {
+                let Some(toml::Value::Table(auth)) = entry.get_mut("auth") else {
+                    continue;
+                };
+                for key in registries::SECRET_AUTH_KEYS {
+                    if let Some(value) = auth.get_mut(*key) {
+                        *value = toml::Value::String(REDACTED.to_owned());
+                        redacted.push(format!("registries[{i}].auth.{key}"));
+                    }
+                }
+            }
+        }
         if redacted.is_empty() {
             return (self.text.clone(), redacted);
         }
@@ -276,6 +296,9 @@ pub fn changed_sections(old: &MachineConfig, new: &MachineConfig) -> Vec<&'stati
     }
     if old.cluster != new.cluster {
         out.push("cluster");
+    }
+    if old.registries != new.registries {
+        out.push("registries");
     }
     out
 }
@@ -341,6 +364,8 @@ impl MachineConfig {
 
     /// Checks the rules that span several fields.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        registries::validate(&self.registries)
+            .map_err(|(path, message)| ValidationError::new(path, message))?;
         let mut selectors = BTreeSet::new();
         let mut all_addresses = BTreeSet::new();
         for (i, iface) in self.network.interfaces.iter().enumerate() {

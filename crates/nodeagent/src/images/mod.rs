@@ -39,17 +39,25 @@
 //!
 //! Garbage collection: [`ImageStore::prune`] removes image records no
 //! reference names and no container holds ([`Holds`]), then every blob and
-//! chain no remaining record uses. Imports hold the collection lock shared
-//! while they add unrecorded blobs, so prune never removes what an import
-//! in flight is about to record.
+//! chain no remaining record uses. Content comes in through one path,
+//! [`Ingest`], for imports and pulls alike: it pins every digest it
+//! touches, so prune never removes what an ingest in flight is about to
+//! record.
+//!
+//! Pulls ([`pull`]) fetch from registries named in the machine config's
+//! `[[registries]]` (mirrors first, then the upstream), streaming each blob
+//! through an [`IngestBlob`] into the store.
 
+mod channel;
+pub mod pull;
 mod reference;
 mod store;
 
+pub use channel::ChannelReader;
 pub use reference::{ImageRef, ImageRefError};
 pub use store::{
-    ExportError, Holds, ImageRecord, ImageStore, ImageSummary, ImportError, Imported, OpenError,
-    PruneError, PruneReport, RemoveError, chain_ids,
+    CommitError, ExportError, Holds, ImageRecord, ImageStore, ImageSummary, ImportError, Imported,
+    Ingest, IngestBlob, IngestError, OpenError, PruneError, PruneReport, RemoveError, chain_ids,
 };
 
 /// The store's directory under the agent's state directory.

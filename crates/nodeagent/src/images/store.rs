@@ -3,15 +3,14 @@
 //! `spawn_blocking`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::fs;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use oci::digest::Expected;
-use oci::layout::{Image, descriptor_digest};
-use oci::unpack::{LayerInput, StagedRoot, UnpackError, UnpackOptions};
-use oci::{Digest, Layout, LayoutError, RefName, media};
+use oci::layout::descriptor_digest;
+use oci::unpack::UnpackOptions;
+use oci::{Digest, Layout, LayoutError, RefName};
 use oci_spec::image::{Descriptor, MediaType};
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +187,15 @@ pub enum OpenError {
 /// Why an import failed. Nothing of it is recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// A named image could not be stored or unpacked.
+    #[error("image {name} in the archive cannot be stored")]
+    Ingest {
+        /// The reference.
+        name: String,
+        /// The failure (boxed: it carries layout and unpack errors).
+        #[source]
+        source: Box<IngestError>,
+    },
     /// The archive is not a valid OCI archive, or a blob in it does not
     /// match its digest.
     #[error("invalid oci-archive")]
@@ -204,20 +212,26 @@ pub enum ImportError {
         #[source]
         source: LayoutError,
     },
-    /// A layer could not be unpacked.
-    #[error("cannot unpack layer {layer} of {name}")]
-    Unpack {
-        /// The reference.
-        name: String,
-        /// The layer blob.
-        layer: Digest,
-        /// The failure (boxed: unpack errors carry whole paths).
-        #[source]
-        source: Box<UnpackError>,
-    },
     /// Storage failed.
     #[error("{path}")]
     Io {
+        /// The path.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why the records of an ingest could not be saved. Nothing is recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// A reference names an image neither the ingest nor the store has.
+    #[error("reference {0} names no image of this ingest")]
+    UnknownImage(String),
+    /// The index could not be saved.
+    #[error("cannot save the image index {path}")]
+    Save {
         /// The path.
         path: PathBuf,
         /// The failure.
@@ -242,21 +256,7 @@ impl ImportError {
             )
             | ImportError::NoImages => true,
             ImportError::Image { source, .. } => layout_input_fault(source),
-            ImportError::Unpack { source, .. } => match source.as_ref() {
-                UnpackError::Refused { .. }
-                | UnpackError::SymlinkInPath { .. }
-                | UnpackError::NotADirectory { .. }
-                | UnpackError::HardLinkTarget { .. }
-                | UnpackError::OwnerOutOfRange { .. }
-                | UnpackError::Tar { .. }
-                | UnpackError::BlobMismatch { .. }
-                | UnpackError::DiffIdMismatch { .. }
-                | UnpackError::MediaType(_) => true,
-                UnpackError::Io { .. }
-                | UnpackError::Stage { .. }
-                | UnpackError::Commit { .. }
-                | UnpackError::Layout { .. } => false,
-            },
+            ImportError::Ingest { source, .. } => source.is_bad_input(),
         }
     }
 }
@@ -367,6 +367,8 @@ pub struct ImageStore {
     /// Shared by imports and exports while they handle blobs no record
     /// names yet; exclusive for prune.
     collect: RwLock<()>,
+    /// What ingests in flight are about to record.
+    pins: Arc<Pins>,
     unpack: UnpackOptions,
 }
 
@@ -406,6 +408,7 @@ impl ImageStore {
             blobs,
             index: Mutex::new(index),
             collect: RwLock::new(()),
+            pins: Arc::default(),
             unpack: UnpackOptions::for_current_process(),
         })
     }
@@ -520,12 +523,48 @@ impl ImageStore {
         rows
     }
 
+    /// Starts adding content; see [`Ingest`].
+    pub fn begin_ingest(&self) -> Ingest {
+        Ingest::new(
+            Arc::clone(&self.pins),
+            self.blobs.clone(),
+            self.root.join(TMP_DIR),
+            self.root.join(LAYERS_DIR),
+            self.unpack,
+        )
+    }
+
+    /// Records the images an ingest added and points `refs` at them (or at
+    /// images the store already has), in one atomic index write. Drop the
+    /// ingest afterwards: its pins are no longer needed.
+    pub fn commit_ingest(
+        &self,
+        ingest: &Ingest,
+        refs: &[(RefName, Digest)],
+    ) -> Result<(), CommitError> {
+        let mut index = self.index();
+        let mut next = index.clone();
+        for (digest, record) in ingest.records() {
+            next.images.insert(digest.clone(), record.clone());
+        }
+        for (name, digest) in refs {
+            if !next.images.contains_key(digest) {
+                return Err(CommitError::UnknownImage(name.to_string()));
+            }
+            next.refs.insert(name.clone(), digest.clone());
+        }
+        let path = self.root.join(INDEX_FILE);
+        self.save(&next)
+            .map_err(|source| CommitError::Save { path, source })?;
+        *index = next;
+        Ok(())
+    }
+
     /// Imports every named image of an oci-archive streamed from `input`.
     /// Each image is verified whole, stored and unpacked before any
     /// reference is recorded; on error nothing is recorded.
     pub fn import<R: Read>(&self, input: R) -> Result<Vec<Imported>, ImportError> {
         let io = import_io;
-        let _collect = self.collect.read().unwrap_or_else(PoisonError::into_inner);
         let tmp = self.root.join(TMP_DIR);
         let stage = tempfile::Builder::new()
             .prefix("import-")
@@ -536,131 +575,48 @@ impl ImageStore {
         if names.is_empty() {
             return Err(ImportError::NoImages);
         }
-        let mut records: BTreeMap<Digest, ImageRecord> = BTreeMap::new();
+        let ingest = self.begin_ingest();
         let mut imported = Vec::new();
         for name in names {
-            let image = layout.resolve(&name).map_err(|source| ImportError::Image {
+            let bad = |source| ImportError::Image {
                 name: name.to_string(),
                 source,
-            })?;
-            let digest = descriptor_digest(&image.manifest_descriptor).map_err(|source| {
-                ImportError::Image {
-                    name: name.to_string(),
-                    source,
-                }
-            })?;
-            if !records.contains_key(&digest) {
-                let record = self.store_image(&layout, &image, &name)?;
-                records.insert(digest.clone(), record);
+            };
+            let image = layout.resolve(&name).map_err(bad)?;
+            let manifest = &image.manifest;
+            let mut descriptors: Vec<&Descriptor> =
+                vec![&image.manifest_descriptor, manifest.config()];
+            descriptors.extend(manifest.layers());
+            let ingest_err = |source| ImportError::Ingest {
+                name: name.to_string(),
+                source: Box::new(source),
+            };
+            for desc in descriptors {
+                let digest = descriptor_digest(desc).map_err(bad)?;
+                // The archive reader verified every blob it wrote.
+                ingest
+                    .link_verified(&layout.blob_path(&digest), &digest)
+                    .map_err(ingest_err)?;
             }
+            let digest = ingest.add_image(&image).map_err(ingest_err)?;
             imported.push(Imported {
                 reference: name,
                 digest,
             });
         }
-        let mut index = self.index();
-        let mut next = index.clone();
-        next.images.extend(records);
-        for item in &imported {
-            next.refs
-                .insert(item.reference.clone(), item.digest.clone());
-        }
+        let refs: Vec<(RefName, Digest)> = imported
+            .iter()
+            .map(|i| (i.reference.clone(), i.digest.clone()))
+            .collect();
         let path = self.root.join(INDEX_FILE);
-        self.save(&next).map_err(io(&path))?;
-        *index = next;
+        self.commit_ingest(&ingest, &refs).map_err(|e| match e {
+            CommitError::Save { path, source } => ImportError::Io { path, source },
+            CommitError::UnknownImage(_) => ImportError::Io {
+                path,
+                source: io::Error::other(e),
+            },
+        })?;
         Ok(imported)
-    }
-
-    /// Links the image's blobs into the store and unpacks its chains.
-    fn store_image(
-        &self,
-        layout: &Layout,
-        image: &Image,
-        name: &RefName,
-    ) -> Result<ImageRecord, ImportError> {
-        let io = import_io;
-        let bad = |source| ImportError::Image {
-            name: name.to_string(),
-            source,
-        };
-        let manifest = &image.manifest;
-        let mut descriptors: Vec<&Descriptor> = vec![&image.manifest_descriptor, manifest.config()];
-        descriptors.extend(manifest.layers());
-        let mut size = 0u64;
-        for desc in &descriptors {
-            let digest = descriptor_digest(desc).map_err(bad)?;
-            size = size.saturating_add(desc.size());
-            let dest = self.blobs.blob_path(&digest);
-            if dest.exists() {
-                continue;
-            }
-            let src = layout.blob_path(&digest);
-            // The archive reader verified the blob; make it durable before
-            // it appears under its name.
-            File::open(&src)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&src))?;
-            match fs::hard_link(&src, &dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(ImportError::Io { path: dest, source }),
-            }
-        }
-        let blob_dir = self.root.join(oci::layout::BLOBS_DIR);
-        File::open(&blob_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&blob_dir))?;
-
-        let diff_ids = image.diff_ids().map_err(bad)?;
-        let chains = chain_ids(&diff_ids);
-        let mut layers = Vec::with_capacity(diff_ids.len());
-        for (i, (layer, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
-            let digest = descriptor_digest(layer).map_err(bad)?;
-            layers.push(digest.clone());
-            let Some(chain) = chains.get(i) else { break };
-            let target = self.chain_path(chain);
-            if target.exists() {
-                continue;
-            }
-            let unpack_err = |source| ImportError::Unpack {
-                name: name.to_string(),
-                layer: digest.clone(),
-                source: Box::new(source),
-            };
-            let mut staged = match i.checked_sub(1).and_then(|p| chains.get(p)) {
-                None => StagedRoot::begin(&target, self.unpack),
-                Some(parent) => {
-                    StagedRoot::begin_from(&target, &self.chain_path(parent), self.unpack)
-                }
-            }
-            .map_err(unpack_err)?;
-            let compression = media::layer_compression(layer.media_type())
-                .map_err(|e| bad(LayoutError::from(e)))?;
-            let blob_path = self.blobs.blob_path(&digest);
-            let blob = File::open(&blob_path).map_err(io(&blob_path))?;
-            staged
-                .apply(LayerInput {
-                    blob: BufReader::new(blob),
-                    compression,
-                    blob_expected: Some(Expected {
-                        digest: digest.clone(),
-                        size: Some(layer.size()),
-                    }),
-                    diff_id: Some(diff_id.clone()),
-                })
-                .map_err(unpack_err)?;
-            staged.commit().map_err(unpack_err)?;
-        }
-        Ok(ImageRecord {
-            media_type: image.manifest_descriptor.media_type().to_string(),
-            manifest_size: image.manifest_descriptor.size(),
-            config: descriptor_digest(manifest.config()).map_err(bad)?,
-            config_size: manifest.config().size(),
-            layers,
-            chains,
-            size,
-            created: image.config.created().clone(),
-        })
     }
 
     /// Removes a reference, or every reference to an image named by digest.
@@ -722,9 +678,11 @@ impl ImageStore {
             (blobs, chains)
         };
 
+        // Held for the whole sweep: see the ingest module on pinning.
+        let pins = self.pins.lock();
         let blob_dir = self.root.join(oci::layout::BLOBS_DIR);
         for (digest, path) in digest_entries(&blob_dir).map_err(io(&blob_dir))? {
-            if live_blobs.contains(&digest) {
+            if live_blobs.contains(&digest) || pins.contains_key(&digest) {
                 continue;
             }
             let size = fs::symlink_metadata(&path).map_err(io(&path))?.len();
@@ -734,7 +692,7 @@ impl ImageStore {
         }
         let layer_dir = self.root.join(LAYERS_DIR);
         for (chain, path) in digest_entries(&layer_dir).map_err(io(&layer_dir))? {
-            if live_chains.contains(&chain) {
+            if live_chains.contains(&chain) || pins.contains_key(&chain) {
                 continue;
             }
             let freed = unshared_bytes(&path).map_err(io(&path))?;
@@ -831,6 +789,10 @@ fn unshared_bytes(dir: &Path) -> io::Result<u64> {
     }
     Ok(total)
 }
+
+mod ingest;
+use ingest::Pins;
+pub use ingest::{Ingest, IngestBlob, IngestError};
 
 #[cfg(test)]
 mod tests;
