@@ -148,10 +148,7 @@ pub(super) async fn ctr(globals: &Globals, command: CtrCommand) -> Result<u8, Co
                 }
             })
             .await?;
-            return exit.ok_or_else(|| CommandError::Exec {
-                container: name,
-                message: "the node ended the stream without an exit status".to_owned(),
-            });
+            return exit.ok_or(CommandError::Incomplete("the exec"));
         }
     }
     Ok(0)
