@@ -286,7 +286,7 @@ fn build_initramfs(dir: &std::path::Path, image: &Image) -> std::path::PathBuf {
     let overlay = extract(&image.initramfs(), "*/overlay.ko").or_panic("overlay.ko from the image");
 
     let mut t = Tree::new();
-    let mut add = |r: Result<(), image_build::initramfs::TreeError>| r.or_panic("initramfs tree");
+    let add = |r: Result<(), image_build::initramfs::TreeError>| r.or_panic("initramfs tree");
     for d in [
         "dev",
         "proc",
