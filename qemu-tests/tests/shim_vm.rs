@@ -226,6 +226,8 @@ SP=$(shim_pid svc)
 echo "CHECK svc_shim_alive=$([ -d /proc/$SP ] && echo yes || echo no)"
 echo "CHECK svc_shim_ppid=$(cut -d' ' -f4 /proc/$SP/stat)"
 echo "CHECK svc_shim_sid=$(cut -d' ' -f6 /proc/$SP/stat)"
+echo "CHECK svc_shim_rss_kb=$(awk '/^VmRSS/ {print $2}' /proc/$SP/status)"
+echo "CHECK svc_shim_rss_anon_kb=$(awk '/^RssAnon/ {print $2}' /proc/$SP/status)"
 echo "CHECK svc_memory_max=$(cat /sys/fs/cgroup/cairn/svc/memory.max)"
 echo "CHECK svc_swap_max=$(cat /sys/fs/cgroup/cairn/svc/memory.swap.max)"
 echo "CHECK svc_cpu_max=$(cat /sys/fs/cgroup/cairn/svc/cpu.max)"
@@ -525,6 +527,17 @@ fn the_shim_runs_logs_restarts_limits_execs_and_stops_containers_in_a_vm() {
     c.expect("run_svc", "0");
     c.expect("svc_shim_alive", "yes");
     c.expect("svc_shim_ppid", "1");
+    // The goal is a shim of at most 3 MB RSS per container. The
+    // binary's pages come from a tmpfs (as on a node, whose root is in
+    // RAM) and are shared by every shim, so what each container costs is
+    // the shim's private (anonymous) memory.
+    let rss_kb: u64 = c.check("svc_shim_rss_kb").parse().or_panic("VmRSS");
+    let anon_kb: u64 = c.check("svc_shim_rss_anon_kb").parse().or_panic("RssAnon");
+    eprintln!("shim with a running container: VmRSS {rss_kb} kB, of it private {anon_kb} kB");
+    assert!(
+        anon_kb <= 3 * 1024,
+        "shim private memory {anon_kb} kB exceeds 3 MB"
+    );
     c.expect("svc_memory_max", "67108864");
     c.expect("svc_swap_max", "0");
     c.expect("svc_cpu_max", "50000 100000");
