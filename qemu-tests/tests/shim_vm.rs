@@ -234,6 +234,16 @@ echo "CHECK svc_cpu_max=$(cat /sys/fs/cgroup/cairn/svc/cpu.max)"
 echo "CHECK svc_pids_max=$(cat /sys/fs/cgroup/cairn/svc/pids.max)"
 echo "CHECK svc_rootfs_mounted=$(grep -c " $C/svc/rootfs overlay " /proc/mounts)"
 echo "CHECK svc_ctl_state=$(cairn-shim ctl --dir $C/svc state | grep -c '"status":"running"')"
+cairn-shim run --dir $C/svc 2>/tmp/svc-again.err
+echo "CHECK svc_second_run=$?"
+sed "s/^/RUNERR svc-again /" /tmp/svc-again.err
+echo "CHECK svc_still_running=$(cairn-shim ctl --dir $C/svc state | grep -c '"status":"running"')"
+# restart policy "always": a killed process comes back
+cairn-shim ctl --dir $C/svc kill SIGKILL
+echo "CHECK svc_kill_code=$?"
+i=0; while [ $i -lt 100 ] && ! grep -q '"restarts": 1' $C/svc/state.json; do sleep 0.1; i=$((i + 1)); done
+wait_status svc running 30
+echo "STATE svc-killed $(tr -d '\n' < $C/svc/state.json)"
 cairn-shim ctl --dir $C/svc exec --env FOO=bar -- sh -c 'echo exec-out; echo exec-err >&2; echo host=$(hostname); echo foo=$FOO; echo links=$(ls /sys/class/net | tr "\n" " "); ls /; exit 5' >/tmp/exec.out 2>/tmp/exec.err
 echo "CHECK svc_exec_code=$?"
 sed "s/^/EXECOUT /" /tmp/exec.out
@@ -544,6 +554,27 @@ fn the_shim_runs_logs_restarts_limits_execs_and_stops_containers_in_a_vm() {
     c.expect("svc_pids_max", "50");
     c.expect("svc_rootfs_mounted", "1");
     c.expect("svc_ctl_state", "1");
+    assert_ne!(
+        c.check("svc_second_run"),
+        "0",
+        "a second shim on a live directory is refused"
+    );
+    assert!(
+        c.lines_with("RUNERR svc-again ")
+            .iter()
+            .any(|l| l.contains("already serves")),
+        "{}",
+        c.text
+    );
+    c.expect("svc_still_running", "1");
+    c.expect("svc_kill_code", "0");
+    let killed = c.state("svc-killed");
+    assert_eq!(
+        killed["status"], "running",
+        "restart policy always: {killed}"
+    );
+    assert_eq!(killed["restarts"], 1);
+    assert_eq!(killed["last_exit"]["signal"], 9);
     c.expect("svc_exec_code", "5");
     let out = c.lines_with("EXECOUT ");
     assert!(out.contains(&"exec-out"), "{out:?}");
@@ -571,7 +602,7 @@ fn the_shim_runs_logs_restarts_limits_execs_and_stops_containers_in_a_vm() {
     let svc = c.state("svc");
     assert_eq!(svc["status"], "stopped");
     assert_eq!(svc["last_exit"]["signal"], 9);
-    assert_eq!(svc["restarts"], 0, "a stop is not restarted");
+    assert_eq!(svc["restarts"], 1, "the stop itself is not restarted");
     assert!(c.log("svc").iter().any(|l| l.3 == "svc-up"));
     let stop_out = c.lines_with("STOPOUT ").join("\n");
     assert!(stop_out.contains("\"status\":\"stopped\""), "{stop_out}");

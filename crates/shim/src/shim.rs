@@ -70,6 +70,8 @@ pub enum ShimError {
          init must switch_root to a tmpfs before containers can run"
     )]
     InitramfsRoot,
+    #[error("a shim already serves {0}")]
+    AlreadyRunning(PathBuf),
     #[error("poll failed")]
     Poll(#[source] nix::Error),
 }
@@ -155,6 +157,12 @@ impl Shim {
         spec: ContainerSpec,
         host: HostPaths,
     ) -> Result<Self, ShimError> {
+        // A live shim answers on the socket; a second one must not touch
+        // anything of it (not even state.json), or it would tear down the
+        // first one's container.
+        if UnixStream::connect(dir.socket()).is_ok() {
+            return Err(ShimError::AlreadyRunning(dir.socket()));
+        }
         let mut state = ShimState::new(std::process::id());
         state.store(&dir.state()).map_err(ShimError::State)?;
         match Self::prepare(&dir, &spec, &host, state.clone()) {
