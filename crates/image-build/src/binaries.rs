@@ -31,6 +31,8 @@ pub const PROFILE: &str = "image";
 pub const INIT_BIN: &str = "cairn-init";
 /// The node agent, `/usr/bin/cairnd`.
 pub const AGENT_BIN: &str = "cairnd";
+/// The per-container shim, `/usr/bin/cairn-shim`.
+pub const SHIM_BIN: &str = "cairn-shim";
 /// The operator's client; shipped beside the image, not inside it.
 pub const CLI_BIN: &str = "cairn";
 
@@ -134,23 +136,29 @@ pub fn read_static_binary(path: &Path) -> Result<Vec<u8>, BinariesError> {
 pub struct CairnBinaries {
     pub init: Vec<u8>,
     pub agent: Vec<u8>,
+    pub shim: Vec<u8>,
     pub cli: Vec<u8>,
     pub init_path: PathBuf,
     pub agent_path: PathBuf,
+    pub shim_path: PathBuf,
     pub cli_path: PathBuf,
 }
 
-/// Takes prebuilt binaries from `dir` (`cairn-init`, `cairnd`, `cairn`).
+/// Takes prebuilt binaries from `dir` (`cairn-init`, `cairnd`,
+/// `cairn-shim`, `cairn`).
 pub fn from_dir(dir: &Path) -> Result<CairnBinaries, BinariesError> {
     let init_path = dir.join(INIT_BIN);
     let agent_path = dir.join(AGENT_BIN);
+    let shim_path = dir.join(SHIM_BIN);
     let cli_path = dir.join(CLI_BIN);
     Ok(CairnBinaries {
         init: read_static_binary(&init_path)?,
         agent: read_static_binary(&agent_path)?,
+        shim: read_static_binary(&shim_path)?,
         cli: read_static_binary(&cli_path)?,
         init_path,
         agent_path,
+        shim_path,
         cli_path,
     })
 }
@@ -172,7 +180,7 @@ pub fn workspace_root() -> Option<PathBuf> {
     manifest.parent().map(Path::to_owned)
 }
 
-/// Builds `init`, `nodeagent` and `cli` as static binaries with cargo's
+/// Builds `init`, `nodeagent`, `shim` and `cli` as static binaries with cargo's
 /// `image` profile (release with fat LTO) and returns them. Cargo's own output goes to our stderr so its progress
 /// shows; the artifact paths come from its JSON messages, so a custom
 /// `CARGO_TARGET_DIR` works too.
@@ -183,20 +191,24 @@ pub fn workspace_root() -> Option<PathBuf> {
 /// node's binaries too. Two runs build each the way `cargo build -p`
 /// builds it alone.
 pub fn build_with_cargo(workspace: &Path) -> Result<CairnBinaries, BinariesError> {
-    let node = cargo_build_static(workspace, &["init", "nodeagent"])?;
+    let node = cargo_build_static(workspace, &["init", "nodeagent", "shim"])?;
     let init_path =
         executable_from_messages(&node, INIT_BIN).ok_or(BinariesError::NotProduced(INIT_BIN))?;
     let agent_path =
         executable_from_messages(&node, AGENT_BIN).ok_or(BinariesError::NotProduced(AGENT_BIN))?;
+    let shim_path =
+        executable_from_messages(&node, SHIM_BIN).ok_or(BinariesError::NotProduced(SHIM_BIN))?;
     let client = cargo_build_static(workspace, &["cli"])?;
     let cli_path =
         executable_from_messages(&client, CLI_BIN).ok_or(BinariesError::NotProduced(CLI_BIN))?;
     Ok(CairnBinaries {
         init: read_static_binary(&init_path)?,
         agent: read_static_binary(&agent_path)?,
+        shim: read_static_binary(&shim_path)?,
         cli: read_static_binary(&cli_path)?,
         init_path,
         agent_path,
+        shim_path,
         cli_path,
     })
 }

@@ -484,7 +484,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
     let shipped = ship_modules(&ctx, &kernel, reporter)?;
 
     let step = reporter.step("writing the initramfs (newc cpio)");
-    let tree = initramfs::cairn_tree(&CairnContents {
+    let mut tree = initramfs::cairn_tree(&CairnContents {
         version: VERSION,
         kernel_release: &kernel.release,
         init: &bins.init,
@@ -493,6 +493,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
         module_indexes: shipped.indexes,
         modules_load: shipped.load,
     })?;
+    // The container shim sits next to cairnd, which starts it by this path
+    // (runtime::paths::SHIM_BINARY).
+    tree.file("usr/bin/cairn-shim", 0o755, bins.shim.clone())?;
     let cpio = tree.to_cpio(ctx.epoch);
     let uncompressed = cpio.len() as u64;
     let initramfs = initramfs::compress(cpio, ctx.profile.initramfs.compression)?;

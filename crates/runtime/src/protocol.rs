@@ -262,12 +262,14 @@ impl ShimClient {
     }
 
     /// Stops the container and returns its final state. Waits as long as
-    /// the stop takes (the timeout plus the shim's cleanup).
+    /// the stop takes: the timeout (5 minutes when the spec's applies,
+    /// which the client does not know) plus 30 s for the shim's cleanup.
     ///
     /// # Errors
     /// See [`ClientError`].
     pub fn stop(&self, timeout_s: Option<u64>) -> Result<ShimState, ClientError> {
-        match self.call(&Request::Stop { timeout_s }, None)? {
+        let wait = Duration::from_secs(timeout_s.unwrap_or(300).saturating_add(30));
+        match self.call(&Request::Stop { timeout_s }, Some(wait))? {
             Response::State(state) => Ok(state),
             other @ (Response::Done | Response::Error(_)) => {
                 Err(ClientError::Unexpected(Box::new(other)))
@@ -385,6 +387,26 @@ mod tests {
             serde_json::to_string(&err).expect("serialize"),
             r#"{"error":{"code":"not_running","message":"restarting"}}"#
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_request_bytes_are_refused_or_parsed_never_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)
+        ) {
+            let _ = serde_json::from_slice::<Request>(&bytes);
+            let _ = read_line(&mut &bytes[..]);
+        }
+
+        #[test]
+        fn any_exec_output_round_trips(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)
+        ) {
+            let event = ExecEvent::Stderr(bytes);
+            let json = serde_json::to_vec(&event).expect("serialize");
+            proptest::prop_assert!(!json.contains(&b'\n'), "one event is one line");
+            proptest::prop_assert_eq!(serde_json::from_slice::<ExecEvent>(&json).expect("parse"), event);
+        }
     }
 
     #[test]

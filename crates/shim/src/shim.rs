@@ -70,6 +70,8 @@ pub enum ShimError {
          init must switch_root to a tmpfs before containers can run"
     )]
     InitramfsRoot,
+    #[error("a shim already serves {0}")]
+    AlreadyRunning(PathBuf),
     #[error("poll failed")]
     Poll(#[source] nix::Error),
 }
@@ -155,6 +157,12 @@ impl Shim {
         spec: ContainerSpec,
         host: HostPaths,
     ) -> Result<Self, ShimError> {
+        // A live shim answers on the socket; a second one must not touch
+        // anything of it (not even state.json), or it would tear down the
+        // first one's container.
+        if UnixStream::connect(dir.socket()).is_ok() {
+            return Err(ShimError::AlreadyRunning(dir.socket()));
+        }
         let mut state = ShimState::new(std::process::id());
         state.store(&dir.state()).map_err(ShimError::State)?;
         match Self::prepare(&dir, &spec, &host, state.clone()) {
@@ -323,6 +331,10 @@ impl Shim {
             oom_kills_before: sys::oom_kills(&self.cgroup_dir()),
         });
         self.tracker.started(self.now_ms());
+        // Creating a container parses the spec and builds much that is
+        // freed again; hand those pages back so the shim stays small for
+        // the container's lifetime.
+        sys::trim_heap();
         self.restart_at = None;
         self.state.status = Status::Running;
         self.state.pid = u32::try_from(pid).ok();
@@ -403,7 +415,9 @@ impl Shim {
         let Some(run) = &mut self.run else {
             return;
         };
-        let mut buf = vec![0u8; 64 * 1024];
+        // On the stack: a heap buffer freed every turn would still count
+        // towards the shim's RSS.
+        let mut buf = [0u8; 16 * 1024];
         let time = now();
         run.pipes.retain_mut(|pipe| {
             loop {
@@ -664,7 +678,7 @@ impl Shim {
     }
 
     fn pump_execs(&mut self) {
-        let mut buf = vec![0u8; EXEC_CHUNK];
+        let mut buf = [0u8; EXEC_CHUNK];
         for session in &mut self.execs {
             if session.status.is_none() {
                 match sys::try_reap(session.pid) {

@@ -281,6 +281,15 @@ pub fn write_cgroup_file(cgroup_dir: &Path, file: &str, value: &str) -> Result<(
     }
 }
 
+/// Returns freed heap memory to the kernel (glibc keeps it otherwise).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state; the shim
+    // is single-threaded and holds no allocator locks here.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Whether `/` is the kernel's initramfs `rootfs` mount. `pivot_root`
 /// cannot leave that mount (it has no parent), and libcontainer's
 /// fallback (move the root and chroot) leaves `exec`'d processes, which
