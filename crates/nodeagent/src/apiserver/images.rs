@@ -25,9 +25,7 @@ use tokio::sync::mpsc;
 
 use super::{Failure, QueryParams, ServerState};
 use crate::error_chain;
-use crate::images::{
-    ChannelReader, ExportError, ImageRef, ImageStore, ImportError, RemoveError,
-};
+use crate::images::{ChannelReader, ExportError, ImageRef, ImageStore, ImportError, RemoveError};
 
 type Shared = State<Arc<ServerState>>;
 

@@ -26,7 +26,7 @@ use runtime::logs::{LogFollower, LogRecord, LogStream};
 use runtime::paths::ContainerDir;
 use runtime::protocol::{ClientError, ErrorCode as ShimCode, ExecEvent, ShimClient};
 use runtime::{
-    ContainerName, ContainerSpec, ExitRecord, ExitStatus, ImageInfo, LogConfig, Mount, NetworkMode,
+    ContainerName, ContainerSpec, ExitRecord, ExitStatus, ImageInfo, Mount, NetworkMode,
     ProcessOverrides, Resources, ShimState, Signal, Status, StopConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -1028,7 +1028,7 @@ fn build_spec(
             signal: Signal::TERM,
             timeout_s: u64::from(plan.stop_timeout_s),
         },
-        logs: LogConfig::default(),
+        logs: plan.logs.clone(),
     };
     spec.validate().map_err(ContainerError::Spec)?;
     Ok(spec)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use api::types::{ContainerCreateRequest, HealthProbe, RestartMode};
 use oci_spec::runtime::Capability;
-use runtime::{ContainerName, DEFAULT_CAPABILITIES, RestartConfig, RestartPolicy};
+use runtime::{ContainerName, DEFAULT_CAPABILITIES, LogConfig, RestartConfig, RestartPolicy};
 
 use super::health::HealthPolicy;
 use crate::images::ImageRef;
@@ -30,6 +30,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_STOP_TIMEOUT_S: u32 = 10;
 /// Longest stop timeout a container may ask for.
 pub const MAX_STOP_TIMEOUT_S: u32 = 600;
+/// Smallest log file before rotation.
+pub const MIN_LOG_BYTES: u64 = 4096;
 /// Smallest memory limit: below it even a shell cannot start.
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
 
@@ -72,6 +74,8 @@ pub struct Plan {
     pub health: Option<HealthPolicy>,
     /// Seconds between the stop signal and SIGKILL.
     pub stop_timeout_s: u32,
+    /// Log rotation.
+    pub logs: LogConfig,
 }
 
 /// Why a create request was refused.
@@ -129,6 +133,9 @@ pub enum PlanError {
     /// The stop timeout is too long.
     #[error("stop_timeout_s {0} is longer than the {MAX_STOP_TIMEOUT_S} s allowed")]
     StopTimeout(u32),
+    /// Log rotation settings out of range.
+    #[error("invalid log settings: {0}")]
+    Logs(String),
     /// A working directory that is not absolute.
     #[error("invalid workdir {0:?}: expected an absolute path")]
     Workdir(String),
@@ -172,6 +179,22 @@ impl Plan {
         if stop_timeout_s > MAX_STOP_TIMEOUT_S {
             return Err(PlanError::StopTimeout(stop_timeout_s));
         }
+        let defaults = LogConfig::default();
+        let logs = LogConfig {
+            max_bytes: request.log_max_bytes.unwrap_or(defaults.max_bytes),
+            max_files: request.log_max_files.unwrap_or(defaults.max_files),
+        };
+        if logs.max_bytes < MIN_LOG_BYTES {
+            return Err(PlanError::Logs(format!(
+                "log_max_bytes {} is below {MIN_LOG_BYTES}",
+                logs.max_bytes
+            )));
+        }
+        if logs.max_files == 0 {
+            return Err(PlanError::Logs(
+                "log_max_files must be at least 1".to_owned(),
+            ));
+        }
         Ok(Self {
             name,
             image,
@@ -180,6 +203,7 @@ impl Plan {
             restart,
             health,
             stop_timeout_s,
+            logs,
         })
     }
 }
@@ -356,6 +380,12 @@ mod tests {
         assert_eq!(plan.restart.policy, RestartPolicy::Never);
         assert_eq!(plan.stop_timeout_s, DEFAULT_STOP_TIMEOUT_S);
         assert_eq!(plan.health, None);
+        assert_eq!(plan.logs, LogConfig::default());
+        let mut small = request();
+        small.log_max_bytes = Some(4096);
+        small.log_max_files = Some(2);
+        let logs = Plan::parse(&small).expect("valid").logs;
+        assert_eq!((logs.max_bytes, logs.max_files), (4096, 2));
     }
 
     #[test]
@@ -452,6 +482,8 @@ mod tests {
                 Box::new(|r| r.stop_timeout_s = Some(3600)),
                 "stop_timeout_s",
             ),
+            (Box::new(|r| r.log_max_bytes = Some(100)), "log_max_bytes"),
+            (Box::new(|r| r.log_max_files = Some(0)), "log_max_files"),
             (
                 Box::new(|r| {
                     r.health = Some(HealthCheck {
