@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nodeagent::config::{RegistryConfig, RegistryHost};
+use nodeagent::config::RegistryConfig;
 use nodeagent::images::pull::{PullError, PullRef, Puller, RetryPolicy};
 use nodeagent::images::{ImageRef, ImageStore};
 use oci::Digest;
