@@ -172,6 +172,32 @@ async fn image_remove(
     )
 }
 
+/// NDJSON as the node streams a pull: `denied` in the reference makes the
+/// registry refuse the credentials, `cut` ends the stream early.
+async fn image_pull(body: Bytes) -> Response {
+    let request: serde_json::Value = serde_json::from_slice(&body).expect("pull request");
+    let reference = request["reference"].as_str().expect("reference").to_owned();
+    let source = serde_json::json!({"registry": "registry.site.internal:5000", "role": "upstream"});
+    let mut lines = vec![serde_json::json!({
+        "event": "resolved", "digest": IMAGE_DIGEST, "source": source,
+        "blobs": [{"digest": IMAGE_DIGEST, "size": 2048, "present": false}],
+    })];
+    if reference.contains("denied") {
+        lines.push(serde_json::json!({"event": "error", "code": "registry_auth_failed",
+            "message": "registry registry.site.internal:5000 refused the credentials of the machine config"}));
+    } else if !reference.contains("cut") {
+        lines.push(
+            serde_json::json!({"event": "progress", "digest": IMAGE_DIGEST,
+            "done": 2048, "total": 2048, "source": source}),
+        );
+        lines.push(
+            serde_json::json!({"event": "done", "references": [reference], "digest": IMAGE_DIGEST}),
+        );
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    (StatusCode::OK, [(header::CONTENT_TYPE, api::NDJSON)], text).into_response()
+}
+
 async fn image_prune() -> Response {
     json_response(
         StatusCode::OK,
@@ -900,6 +926,7 @@ impl FakeNode {
                     )
                     .route("/v1/images/export", get(image_export))
                     .route("/v1/images/prune", post(image_prune))
+                    .route("/v1/images/pull", post(image_pull))
                     .route("/v1/images/{ref}", delete(image_remove))
                     .with_state(server_state.clone());
                 let listener = TlsListener {
@@ -1905,4 +1932,37 @@ fn image_export_writes_the_whole_archive_and_never_over_a_file() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(left, [std::ffi::OsString::from("hello.tar")]);
+}
+
+#[test]
+fn image_pull_follows_the_stream_and_reports_how_it_ended() {
+    let (_node, ws) = member_workspace();
+    let reference = "registry.site.internal:5000/team/app:1";
+    // Not a terminal: no bars, one final line.
+    assert_eq!(
+        success(&ws.run(&["image", "pull", reference])),
+        format!("pulled {reference} {IMAGE_DIGEST}\n")
+    );
+    let json: serde_json::Value = serde_json::from_str(&success(
+        &ws.run(&["image", "pull", reference, "-o", "json"]),
+    ))
+    .expect("json");
+    assert_eq!(json["references"][0], reference);
+    assert_eq!(json["digest"], IMAGE_DIGEST);
+
+    let out = ws.run(&["image", "pull", "registry.site.internal:5000/denied:1"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("registry.site.internal:5000 refused the credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = ws.run(&["image", "pull", "registry.site.internal:5000/cut:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without saying how it went"),
+        "{}",
+        text(&out.stderr)
+    );
 }

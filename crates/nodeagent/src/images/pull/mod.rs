@@ -211,6 +211,23 @@ impl PullError {
         }
     }
 
+    /// How much a failure says when blobs fail differently: the node's
+    /// own faults first, then bad content, refused credentials, missing
+    /// content, unreachable sources.
+    fn weight(&self) -> u8 {
+        match self {
+            PullError::Store(_)
+            | PullError::Commit(_)
+            | PullError::Task(_)
+            | PullError::Client { .. }
+            | PullError::Name(_) => 5,
+            PullError::Invalid { .. } | PullError::Unusable { .. } => 4,
+            PullError::AuthFailed { .. } => 3,
+            PullError::NotFound { .. } => 2,
+            PullError::Unreachable { .. } => 1,
+        }
+    }
+
     fn from_verdict(verdict: Verdict, reference: &PullRef) -> Self {
         match verdict {
             Verdict::Invalid { detail } => PullError::Invalid { detail },
@@ -442,8 +459,14 @@ impl Puller {
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
-        for result in results {
-            result?;
+        // Every blob's verdict is in; the one that says most about the
+        // image wins, not whichever download happened to finish first.
+        if let Some(error) = results
+            .into_iter()
+            .filter_map(Result::err)
+            .max_by_key(PullError::weight)
+        {
+            return Err(error);
         }
 
         let desc = resolved.descriptor();

@@ -391,3 +391,105 @@ fn chain_ids_follow_the_image_spec() {
     assert_eq!(chains[1], Digest::of(format!("{a} {b}").as_bytes()));
     assert!(chain_ids(&[]).is_empty());
 }
+
+/// Stores every blob of `name` in `src` through `ingest.blob_writer`, as a
+/// pull does; returns the manifest descriptor.
+fn ingest_blobs(ingest: &Ingest, src: &Layout, name: &str) -> Descriptor {
+    let image = src.resolve(&RefName::parse(name).unwrap()).unwrap();
+    let mut descs = vec![
+        image.manifest_descriptor.clone(),
+        image.manifest.config().clone(),
+    ];
+    descs.extend(image.manifest.layers().iter().cloned());
+    for desc in &descs {
+        let digest = descriptor_digest(desc).unwrap();
+        if ingest.has_blob(&digest) {
+            continue;
+        }
+        let mut w = ingest
+            .blob_writer(oci::digest::Expected {
+                digest: digest.clone(),
+                size: Some(desc.size()),
+            })
+            .unwrap();
+        w.write_all(&std::fs::read(src.blob_path(&digest)).unwrap())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    image.manifest_descriptor
+}
+
+#[test]
+fn an_ingested_image_is_invisible_until_committed_and_then_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Layout::create(&dir.path().join("src")).unwrap();
+    let digest = add_image(&src, "app:1", &[base_layer()]);
+    let store = ImageStore::open(&dir.path().join("store")).unwrap();
+    let ingest = store.begin_ingest();
+    let desc = ingest_blobs(&ingest, &src, "app:1");
+    let image = ingest.read_image(&desc).unwrap();
+    assert_eq!(ingest.add_image(&image).unwrap(), digest);
+    assert!(store.list().is_empty(), "visible before the commit");
+    let name = RefName::parse("registry.site.internal/team/app:1").unwrap();
+    store
+        .commit_ingest(&ingest, &[(name.clone(), digest.clone())])
+        .unwrap();
+    drop(ingest);
+    assert_eq!(store.list()[0].reference.as_ref(), Some(&name));
+    assert!(
+        store
+            .rootfs(&ImageRef::Name(name))
+            .unwrap()
+            .join("etc/os-release")
+            .is_file()
+    );
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_never_appears_under_any_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let ingest = store.begin_ingest();
+    let wanted = Digest::of(b"the real content");
+    let mut w = ingest
+        .blob_writer(oci::digest::Expected {
+            digest: wanted.clone(),
+            size: Some(16),
+        })
+        .unwrap();
+    w.write_all(b"the fake content").unwrap();
+    let err = w.commit().unwrap_err();
+    assert!(matches!(err, IngestError::Mismatch { ref digest, .. } if *digest == wanted));
+    assert!(err.to_string().contains(&wanted.to_string()), "{err}");
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+    // Longer than declared fails at the write, before the disk fills.
+    let mut w = ingest
+        .blob_writer(oci::digest::Expected {
+            digest: wanted,
+            size: Some(4),
+        })
+        .unwrap();
+    let err = w.write_all(b"more than four bytes").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn prune_spares_what_an_ingest_in_flight_pinned_and_takes_it_once_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Layout::create(&dir.path().join("src")).unwrap();
+    add_image(&src, "app:1", &[base_layer()]);
+    let store = ImageStore::open(&dir.path().join("store")).unwrap();
+    let ingest = store.begin_ingest();
+    ingest_blobs(&ingest, &src, "app:1");
+    let before = store.prune(&Holds::default()).unwrap();
+    assert!(
+        before.blobs.is_empty(),
+        "pinned blobs were pruned: {before:?}"
+    );
+    drop(ingest);
+    let after = store.prune(&Holds::default()).unwrap();
+    assert_eq!(after.blobs.len(), 3, "{after:?}");
+}
