@@ -25,24 +25,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use api::ErrorCode;
-use api::types::{BootstrapResponse, ImageList, PruneResponse, PullEvent, PullSourceRole};
+use api::types::{ImageList, PruneResponse, PullEvent, PullSourceRole};
 use http_body_util::BodyExt;
-use nodeagent::agent::AgentOptions;
-use nodeagent::apiserver::ApiOptions;
-use nodeagent::config::ConfigPaths;
-use nodeagent::journal::Journal;
-use nodeagent::net::NetworkOptions;
 use oci::media::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use oci::{Digest, Layout, RefName};
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::json;
 
 mod common;
-use common::api_client::{Client, csr, with_key};
+use common::agent::{RunningAgent, SETUP_TOKEN, TestNode, bootstrap};
+use common::api_client::Client;
 use common::{in_fresh_netns, runtime};
 
-const API: &str = "127.0.0.1:7443";
-const SETUP_TOKEN: &str = "test-setup-token-0123456789";
 const USER: &str = "puller";
 const PASSWORD: &str = "right-password-42";
 
@@ -305,34 +299,6 @@ fn push(archive: &Path, name: &str, pki: &Pki, dest: &str) {
     ]);
 }
 
-fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
-    std::fs::create_dir_all(dir.join("sys")).unwrap();
-    std::fs::write(dir.join("cmdline"), "quiet\n").unwrap();
-    let state = dir.join("state");
-    AgentOptions {
-        config_paths: ConfigPaths {
-            cmdline: dir.join("cmdline"),
-            esp: dir.join("efi/cairn/config.toml"),
-            fw_cfg: dir.join("fw_cfg/raw"),
-            applied: state.join("config.toml"),
-        },
-        network: NetworkOptions {
-            sysfs_net: dir.join("sys"),
-            resolv_conf: dir.join("resolv.conf"),
-            ..NetworkOptions::default()
-        },
-        health_addr: "127.0.0.1:7480".parse().unwrap(),
-        api: ApiOptions {
-            addr: API.parse().unwrap(),
-            init_socket: dir.join("init.sock"),
-            network_wait: Duration::ZERO,
-            ..ApiOptions::under(&state)
-        },
-        journal: Some(journal.clone()),
-        ..AgentOptions::default()
-    }
-}
-
 /// Pulls `reference`; returns every event, the last one `done` or `error`.
 async fn pull(client: &Client, reference: &str) -> Vec<PullEvent> {
     let body = serde_json::to_vec(&json!({ "reference": reference })).unwrap();
@@ -389,8 +355,8 @@ fn roles(events: &[PullEvent]) -> Vec<(String, PullSourceRole)> {
 #[test]
 fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
     in_fresh_netns(|| {
-        common::ip("link set lo up");
-        let dir = tempfile::tempdir().unwrap();
+        let node = TestNode::prepare();
+        let dir = &node.dir;
         let pki = make_pki(dir.path());
         let htpasswd = htpasswd(dir.path());
         let a = start_registry(dir.path(), "a", &pki, &htpasswd);
@@ -420,8 +386,8 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
         std::fs::write(&data, &bytes).unwrap();
 
         let ca = pki.ca_pem.display().to_string();
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
+        let state = &node.state;
+        // The node's config, replaced before the agent reads it.
         let mut config = std::fs::File::create(state.join("config.toml")).unwrap();
         write!(
             config,
@@ -438,36 +404,10 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
         )
         .unwrap();
         drop(config);
-        let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
 
         runtime().block_on(async {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path(), &journal),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            let anyone = Client::maintenance(API);
-            common::api_client::wait_for_api(&anyone).await;
-            let admin_key = csr("alice");
-            let boot: BootstrapResponse = anyone
-                .json(
-                    "POST",
-                    "/v1/cluster/bootstrap",
-                    Some(&json!({
-                        "setup_token": SETUP_TOKEN,
-                        "cluster_name": "lab",
-                        "admin_name": "alice",
-                        "admin_csr_pem": admin_key.csr_pem,
-                    })),
-                )
-                .await;
-            let admin = Client::member(
-                API,
-                &boot.admin.ca_pem,
-                Some(&with_key(&boot.admin, &admin_key)),
-            );
+            let agent = RunningAgent::start(node.options()).await;
+            let admin = bootstrap().await;
             let store = state.join("images");
 
             // By tag, with basic auth and the site CA.
@@ -626,12 +566,7 @@ fn images_are_pulled_from_real_registries_with_auth_mirrors_and_verification() {
             assert_eq!(status, 200, "{text}");
             assert!(text.contains(&by_tag), "{text}");
 
-            stop.send(()).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), agent)
-                .await
-                .expect("agent stops")
-                .unwrap()
-                .unwrap();
+            agent.stop().await;
         });
         drop(a);
     });
