@@ -18,7 +18,7 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -30,48 +30,20 @@ use api::types::{
 use cluster::pki::{self, SubjectName};
 use http_body_util::BodyExt;
 use nodeagent::agent::AgentOptions;
-use nodeagent::apiserver::ApiOptions;
-use nodeagent::config::ConfigPaths;
-use nodeagent::journal::Journal;
-use nodeagent::net::NetworkOptions;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
 mod common;
+use common::agent::{API, RunningAgent, SETUP_TOKEN, TestNode};
 use common::api_client::{Client, csr, error_of, wait_for_api, with_key};
 use common::{in_fresh_netns, runtime};
 
-const API: &str = "127.0.0.1:7443";
-const SETUP_TOKEN: &str = "test-setup-token-0123456789";
-
-fn agent_options(dir: &Path, journal: &Journal) -> AgentOptions {
-    std::fs::create_dir_all(dir.join("sys")).unwrap();
-    std::fs::write(dir.join("cmdline"), "quiet\n").unwrap();
-    let state = dir.join("state");
-    AgentOptions {
-        config_paths: ConfigPaths {
-            applied: state.join("config.toml"),
-            cmdline: dir.join("cmdline"),
-            esp: dir.join("efi/cairn/config.toml"),
-            fw_cfg: dir.join("fw_cfg/raw"),
-        },
-        network: NetworkOptions {
-            sysfs_net: dir.join("sys"),
-            resolv_conf: dir.join("resolv.conf"),
-            ..NetworkOptions::default()
-        },
-        health_addr: "127.0.0.1:7480".parse().unwrap(),
-        api: ApiOptions {
-            addr: API.parse().unwrap(),
-            init_socket: dir.join("init.sock"),
-            network_wait: Duration::ZERO,
-            renew_check: Duration::from_millis(200),
-            ..ApiOptions::under(&state)
-        },
-        journal: Some(journal.clone()),
-        ..AgentOptions::default()
-    }
+/// The harness's agent, checking for certificate renewal every 200 ms.
+fn options(node: &TestNode) -> AgentOptions {
+    let mut options = node.options();
+    options.api.renew_check = Duration::from_millis(200);
+    options
 }
 
 /// What the fake cairn-init was asked.
@@ -171,48 +143,15 @@ fn documented_operations() -> Vec<Documented> {
     out
 }
 
-async fn stop_agent(
-    stop: tokio::sync::oneshot::Sender<()>,
-    agent: tokio::task::JoinHandle<Result<(), nodeagent::agent::AgentError>>,
-) {
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), agent)
-        .await
-        .expect("agent stops")
-        .unwrap()
-        .unwrap();
-}
-
-/// Inside a fresh namespace: loopback up, a state directory whose applied
-/// config sets [`SETUP_TOKEN`], and an open journal.
-fn prepare_node() -> (tempfile::TempDir, PathBuf, Journal) {
-    common::ip("link set lo up");
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(
-        state.join("config.toml"),
-        format!("[cluster]\nsetup-token = \"{SETUP_TOKEN}\"\n"),
-    )
-    .unwrap();
-    let journal = nodeagent::open_journal(&state.join("logs")).expect("journal opens");
-    (dir, state, journal)
-}
-
 #[test]
 fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
     in_fresh_netns(|| {
-        let (dir, state, journal) = prepare_node();
+        let node = TestNode::prepare();
+        let (dir, state, journal) = (&node.dir, &node.state, &node.journal);
         let init = FakeInit::default();
         runtime().block_on(async {
             tokio::spawn(serve_fake_init(dir.path().join("init.sock"), init.clone()));
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path(), &journal),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
+            let agent = RunningAgent::start(options(&node)).await;
 
             // Maintenance mode: only bootstrap and join, with the token.
             let anyone = Client::maintenance(API);
@@ -473,16 +412,10 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
             assert_eq!(calls.iter().filter(|c| **c == "PowerOff").count(), 2, "{calls:?}");
             assert_eq!(calls.iter().filter(|c| **c == "RestartAgent").count(), 1, "{calls:?}");
 
-            stop_agent(stop, agent).await;
+            agent.stop().await;
 
             // A restarted agent is still the same cluster member.
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path(), &journal),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
+            let agent = RunningAgent::start(options(&node)).await;
             wait_for_api(&admin).await;
             let again: NodeInfo = admin.json("GET", "/v1/node", None).await;
             assert_eq!(
@@ -493,7 +426,7 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
                 .call("POST", "/v1/cluster/bootstrap", Some(&bootstrap(SETUP_TOKEN)))
                 .await;
             assert_eq!(error_of(status, &text).code, ErrorCode::AlreadyMember);
-            stop_agent(stop, agent).await;
+            agent.stop().await;
         });
     });
 }
@@ -501,7 +434,8 @@ fn the_api_bootstraps_a_cluster_and_enforces_roles_on_every_documented_route() {
 #[test]
 fn node_info_does_not_wait_for_a_stuck_init() {
     in_fresh_netns(|| {
-        let (dir, _state, journal) = prepare_node();
+        let node = TestNode::prepare();
+        let dir = &node.dir;
         runtime().block_on(async {
             // An init that accepts connections and never says a word.
             let listener = tokio::net::UnixListener::bind(dir.path().join("init.sock")).unwrap();
@@ -511,13 +445,7 @@ fn node_info_does_not_wait_for_a_stuck_init() {
                     held.push(stream);
                 }
             });
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let agent = tokio::spawn(nodeagent::agent::run_until(
-                agent_options(dir.path(), &journal),
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
+            let agent = RunningAgent::start(options(&node)).await;
             let anyone = Client::maintenance(API);
             wait_for_api(&anyone).await;
             let key = csr("alice");
@@ -547,7 +475,7 @@ fn node_info_does_not_wait_for_a_stuck_init() {
                 ErrorCode::Unavailable,
                 "{text}"
             );
-            stop_agent(stop, agent).await;
+            agent.stop().await;
         });
     });
 }
