@@ -343,7 +343,7 @@ fn get_binaries(source: &BinarySource, reporter: &Reporter) -> Result<CairnBinar
         }
         BinarySource::Cargo { workspace } => {
             let step = reporter.plain_step(&format!(
-                "building cairn-init, cairnd and cairn (static, release): cargo build --release --target {t} -p init -p nodeagent, then -p cli",
+                "building cairn-init, cairnd, cairn-shim and cairn (static, release): cargo build --release --target {t} -p init -p nodeagent -p shim, then -p cli",
                 t = binaries::TARGET
             ));
             let b = binaries::build_with_cargo(workspace)?;
