@@ -30,8 +30,8 @@ enum Command {
         /// Image profile.
         #[arg(long, default_value_os_t = default_profile())]
         profile: PathBuf,
-        /// Use prebuilt static `cairn-init`, `cairnd` and `cairn` from this
-        /// directory instead of running cargo.
+        /// Use prebuilt static `cairn-init`, `cairnd`, `cairn-shim` and `cairn`
+        /// from this directory instead of running cargo.
         #[arg(long)]
         binaries: Option<PathBuf>,
         /// Put this machine config on the ESP as cairn/config.toml.

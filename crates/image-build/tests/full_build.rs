@@ -31,7 +31,7 @@ fn stand_in_binaries(dir: &Path) {
     };
     let unpacked = deb::fetch_and_unpack(&pkg, &deb::default_cache_dir())
         .expect("the pinned busybox-static package can be fetched with apt");
-    for name in ["cairn-init", "cairnd", "cairn"] {
+    for name in ["cairn-init", "cairnd", "cairn-shim", "cairn"] {
         std::fs::copy(unpacked.root.join("bin/busybox"), dir.join(name)).expect("busybox copies");
     }
 }
