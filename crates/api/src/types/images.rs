@@ -91,8 +91,8 @@ pub struct PullRequest {
     pub reference: String,
 }
 
-/// Whether a blob came from a configured mirror or from the registry the
-/// reference names.
+/// Whether content came from a configured mirror, from the registry the
+/// reference names, or from another node of the cluster that had it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PullSourceRole {
@@ -100,15 +100,21 @@ pub enum PullSourceRole {
     Mirror,
     /// The reference's own registry.
     Upstream,
+    /// Another cluster node's content store (named in `node`).
+    Peer,
 }
 
-/// A registry a pull fetched from.
+/// Where a pull fetched something from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PullSource {
-    /// `host[:port]`.
+    /// `host[:port]` of the registry asked, or for a peer the registry
+    /// whose content the peer served.
     pub registry: String,
-    /// Mirror or upstream.
+    /// Mirror, upstream or peer.
     pub role: PullSourceRole,
+    /// The node that served it, for a peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A blob of the pulled image.

@@ -21,8 +21,11 @@
 //!   directory must map that id to the node name in the certificate (when
 //!   the stream opens and again for every chunk read, so
 //!   [`Transport::remove_peer`] silences a node at once), and every decoded
-//!   message must carry that id as `from` and this node's id as `to`. Later peer-port routes (image sharing) are merged in with
-//!   [`Transport::start_with_routes`] and read the same extension.
+//!   message must carry that id as `from` and this node's id as `to`. Other
+//!   peer-port routes (image sharing) are merged in with
+//!   [`Transport::start_with_routes`] and read the same extension; another
+//!   node's such routes are asked with [`Transport::request`], which dials
+//!   and checks the server exactly as a Raft stream does.
 //! - One peer task per remote node (`peer.rs`) owns a bounded queue
 //!   ([`PEER_QUEUE_MESSAGES`]), dials, opens the stream and writes frames as
 //!   they come, batching what is already queued into one write. On any
@@ -80,6 +83,7 @@
 pub mod frame;
 pub mod tls;
 
+mod client;
 mod peer;
 mod server;
 
@@ -93,7 +97,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use self::client::{PeerRequestError, PeerResponse};
 pub use self::frame::{FRAME_HEADER_BYTES, MAX_MESSAGE_BYTES};
+pub use self::peer::DialError;
 pub use self::server::{PeerConnection, RAFT_STREAM_PATH, SENDER_HEADER};
 pub use self::tls::{PeerCertError, TransportTls, TransportTlsError};
 use crate::pki::SubjectName;
@@ -544,6 +550,30 @@ impl Transport {
         if let Some(peer) = removed {
             peer.task.abort();
         }
+    }
+
+    /// Every other node in the directory.
+    pub fn peers(&self) -> Vec<PeerAddress> {
+        let shared = &self.inner.shared;
+        shared
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(id, _)| *id != shared.own_id)
+            .map(|(_, peer)| peer.clone())
+            .collect()
+    }
+
+    /// Sends `request` to another node's peer port (its routes beyond
+    /// Raft), over a connection of its own, checking the server is the
+    /// node `target` names; see [`client`].
+    pub async fn request(
+        &self,
+        target: &PeerAddress,
+        request: hyper::Request<http_body_util::Empty<hyper::body::Bytes>>,
+    ) -> Result<PeerResponse, PeerRequestError> {
+        client::request(&self.inner.shared, target, request).await
     }
 
     /// A snapshot of the counters.

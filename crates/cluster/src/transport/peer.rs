@@ -65,12 +65,10 @@ impl Backoff {
 /// Why a stream to a peer ended.
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
-    #[error("cannot connect")]
-    Connect(#[source] std::io::Error),
+    #[error(transparent)]
+    Dial(DialError),
     #[error("connecting timed out after {CONNECT_TIMEOUT:?}")]
     ConnectTimeout,
-    #[error("TLS handshake failed")]
-    Tls(#[source] std::io::Error),
     #[error("HTTP handshake failed")]
     Http(#[source] hyper::Error),
     #[error("cannot build the stream request")]
@@ -81,6 +79,54 @@ enum StreamError {
     Closed,
     #[error("the peer ended the stream with {0}")]
     Answered(StatusCode),
+}
+
+/// Why a connection to a peer could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// TCP failed.
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The peer port dialled.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (including a server that is not the node
+    /// the directory names).
+    #[error("TLS handshake with node {node} failed")]
+    Tls {
+        /// The node expected.
+        node: crate::pki::SubjectName,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens a TCP connection to `target` and completes the TLS handshake,
+/// accepting only the node the directory names.
+pub(super) async fn dial(
+    tls: &super::TransportTls,
+    target: &PeerAddress,
+) -> Result<TlsStream<TcpStream>, DialError> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .map_err(|source| DialError::Connect {
+            addr: target.addr,
+            source,
+        })?;
+    tune(&tcp);
+    let connector = TlsConnector::from(tls.client_config_for(&target.name));
+    // The verifier ignores this name and checks the node name instead.
+    connector
+        .connect(ServerName::from(target.addr.ip()), tcp)
+        .await
+        .map_err(|source| DialError::Tls {
+            node: target.name.clone(),
+            source,
+        })
 }
 
 enum StreamEnd {
@@ -191,16 +237,9 @@ impl PeerTask {
         ),
         StreamError,
     > {
-        let tcp = TcpStream::connect(target.addr)
+        let tls = dial(&self.shared.tls(), target)
             .await
-            .map_err(StreamError::Connect)?;
-        tune(&tcp);
-        let connector = TlsConnector::from(self.shared.tls().client_config_for(&target.name));
-        // The verifier ignores this name and checks the node name instead.
-        let tls = connector
-            .connect(ServerName::from(target.addr.ip()), tcp)
-            .await
-            .map_err(StreamError::Tls)?;
+            .map_err(StreamError::Dial)?;
         hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(StreamError::Http)

@@ -7,7 +7,7 @@
 //! drains. The store is opened on first use, which is also when what a
 //! crash left half-done is cleaned up.
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 
 use api::ErrorCode;
@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 
 use super::{Failure, QueryParams, ServerState};
 use crate::error_chain;
-use crate::images::{ChannelReader, ExportError, ImageRef, ImageStore, ImportError, RemoveError};
+use crate::images::{
+    ChannelReader, ChannelWriter, ExportError, ImageRef, ImageStore, ImportError, RemoveError,
+};
 
 type Shared = State<Arc<ServerState>>;
 
@@ -156,24 +158,6 @@ fn import_failure(e: &ImportError) -> Failure {
     }
 }
 
-/// The blocking side of a download: sends what the archive writer writes.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /v1/images/export?ref=…`: one image as an oci-archive.
 pub async fn export(
     State(state): Shared,
@@ -192,7 +176,7 @@ pub async fn export(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     let errors = tx.clone();
     tokio::task::spawn_blocking(move || {
-        let writer = io::BufWriter::with_capacity(EXPORT_CHUNK, ChannelWriter { tx });
+        let writer = io::BufWriter::with_capacity(EXPORT_CHUNK, ChannelWriter::new(tx));
         let result = store.export(&reference, writer).and_then(|w| {
             w.into_inner().map(drop).map_err(|e| ExportError::Io {
                 path: store.root().to_owned(),

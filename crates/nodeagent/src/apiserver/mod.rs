@@ -414,6 +414,15 @@ impl ServerState {
             self.options.addr.port(),
             domain,
         );
+        // Peers pull from this node's content store; without one they get
+        // 404s and go to their registries.
+        let routes = match self.image_store().await {
+            Ok(store) => crate::images::share::routes(store),
+            Err(_) => {
+                tracing::warn!("the image store did not open; peers cannot pull from this node");
+                axum::Router::new()
+            }
+        };
         let running = crate::member::start(
             &self.options.member,
             identity,
@@ -422,6 +431,7 @@ impl ServerState {
             &ca,
             &node,
             self.policy_source(),
+            routes,
         )
         .await
         .map_err(MemberStartError::Member)?;

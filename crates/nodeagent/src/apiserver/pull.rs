@@ -19,23 +19,32 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::{Failure, JsonBody, ServerState};
+use crate::config::RegistryHost;
 use crate::error_chain;
-use crate::images::pull::{self, PullError, PullRef, Puller, Source, SourceRole};
+use crate::images::pull::{self, Origin, Peers, PullError, PullRef, Puller, SourceRole};
 
 /// Lines buffered towards a slow client before the pull waits for it.
 const LINES_IN_FLIGHT: usize = 64;
 
-fn source(s: &Source) -> PullSource {
-    PullSource {
-        registry: s.host.to_string(),
-        role: match s.role {
-            SourceRole::Mirror => PullSourceRole::Mirror,
-            SourceRole::Upstream => PullSourceRole::Upstream,
+fn source(origin: &Origin, registry: &RegistryHost) -> PullSource {
+    match origin {
+        Origin::Registry(s) => PullSource {
+            registry: s.host.to_string(),
+            role: match s.role {
+                SourceRole::Mirror => PullSourceRole::Mirror,
+                SourceRole::Upstream => PullSourceRole::Upstream,
+            },
+            node: None,
+        },
+        Origin::Peer(node) => PullSource {
+            registry: registry.to_string(),
+            role: PullSourceRole::Peer,
+            node: Some(node.to_string()),
         },
     }
 }
 
-fn event(e: pull::PullEvent) -> PullEvent {
+fn event(e: pull::PullEvent, registry: &RegistryHost) -> PullEvent {
     match e {
         pull::PullEvent::Resolved {
             digest,
@@ -43,7 +52,7 @@ fn event(e: pull::PullEvent) -> PullEvent {
             blobs,
         } => PullEvent::Resolved {
             digest: digest.to_string(),
-            source: source(&from),
+            source: source(&from, registry),
             blobs: blobs
                 .into_iter()
                 .map(|b| PullBlob {
@@ -62,7 +71,7 @@ fn event(e: pull::PullEvent) -> PullEvent {
             digest: digest.to_string(),
             done,
             total,
-            source: source(&from),
+            source: source(&from, registry),
         },
     }
 }
@@ -106,7 +115,10 @@ pub async fn pull(
         .map_err(|e: pull::PullRefError| Failure::new(ErrorCode::BadRequest, e.to_string()))?;
     let store = state.image_store().await?;
     let registries = state.config.borrow().config.registries.clone();
-    let puller = Puller::new(store, registries);
+    let mut puller = Puller::new(store, registries);
+    if let Some(member) = state.running_member() {
+        puller = puller.with_peers(Peers::new(member.transport().clone()));
+    }
 
     let (lines, rx) = mpsc::channel::<Bytes>(LINES_IN_FLIGHT);
     tokio::spawn(async move {
@@ -119,7 +131,7 @@ pub async fn pull(
         let forward = async {
             while let Some(e) = progress.recv().await {
                 // A client that left stops the lines, not the pull.
-                let _ = lines.send(line(&event(e))).await;
+                let _ = lines.send(line(&event(e, &reference.registry))).await;
             }
         };
         let (result, ()) = tokio::join!(run, forward);

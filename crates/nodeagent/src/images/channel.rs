@@ -1,6 +1,7 @@
-//! [`ChannelReader`]: bytes from async code to a blocking reader.
+//! [`ChannelReader`]: bytes from async code to a blocking reader, and
+//! [`ChannelWriter`]: bytes from a blocking writer to async code.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -40,5 +41,33 @@ impl Read for ChannelReader {
             dest.copy_from_slice(&chunk);
         }
         Ok(n)
+    }
+}
+
+/// The blocking side of a download: sends what is written, one chunk per
+/// write (wrap it in a `BufWriter` for chunks of a useful size). A
+/// receiver that went away is a broken pipe.
+#[derive(Debug)]
+pub struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl ChannelWriter {
+    /// Sends what is written on `tx`.
+    pub fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        Self { tx }
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

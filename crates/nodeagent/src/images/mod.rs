@@ -51,9 +51,10 @@
 mod channel;
 pub mod pull;
 mod reference;
+pub mod share;
 mod store;
 
-pub use channel::ChannelReader;
+pub use channel::{ChannelReader, ChannelWriter};
 pub use reference::{ImageRef, ImageRefError};
 pub use store::{
     CommitError, ExportError, Holds, ImageRecord, ImageStore, ImageSummary, ImportError, Imported,

@@ -152,6 +152,11 @@ impl RunningMember {
         })
     }
 
+    /// The peer port: the other members and requests to them.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// The leader's contact book, while this member leads.
     pub fn contact(&self) -> Option<conditions::Contact> {
         self.contact
@@ -212,8 +217,13 @@ impl Drop for RunningMember {
 }
 
 /// Starts the member described by `identity`: `me` is this node's
-/// directory entry (used when a bootstrapped member creates its log), and
-/// `restore` a backup a bootstrapped member's new log starts from.
+/// directory entry (used when a bootstrapped member creates its log),
+/// `restore` a backup a bootstrapped member's new log starts from, and
+/// `routes` what the peer port serves besides Raft (image sharing).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is a distinct input of the start"
+)]
 pub async fn start(
     options: &MemberOptions,
     identity: &MemberIdentity,
@@ -222,15 +232,17 @@ pub async fn start(
     ca: &CertificateDer<'static>,
     node_cert: &IssuedCert,
     policy: PolicySource,
+    routes: axum::Router,
 ) -> Result<Arc<RunningMember>, MemberError> {
     let tls = TransportTls::new(ca, node_cert).map_err(MemberError::Tls)?;
     let (events, inbound) = mpsc::channel(4096);
-    let transport = Transport::start(
+    let transport = Transport::start_with_routes(
         options.peer_addr,
         tls,
         identity.id,
         PeerDirectory::new(),
         events,
+        routes,
     )
     .await
     .map_err(MemberError::Transport)?;

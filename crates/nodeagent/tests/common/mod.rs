@@ -12,7 +12,9 @@ use std::process::Command;
 
 pub mod agent;
 pub mod api_client;
+pub mod cluster;
 pub mod oci_image;
+pub mod registry;
 
 use nix::sched::{CloneFlags, unshare};
 

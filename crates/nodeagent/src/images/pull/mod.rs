@@ -18,6 +18,7 @@
 //! HTTP client, so a site CA trusted for one registry is trusted for that
 //! registry only.
 
+mod peers;
 pub mod plan;
 mod reference;
 
@@ -37,10 +38,12 @@ use oci_client::secrets::RegistryAuth;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use tokio::sync::mpsc;
 
+pub use peers::Peers;
 pub use plan::{Failure, FailureKind, RetryPolicy, Source, SourceRole, Verdict};
-pub use reference::{PullRef, PullRefError, PullTarget};
+pub use reference::{PullRef, PullRefError, PullTarget, valid_repository, valid_tag};
 
 use self::plan::{ProgressGate, SourceWalk, Step, sources_for};
+use super::share::DistPath;
 use super::{ChannelReader, CommitError, ImageStore, Ingest, IngestError};
 use crate::config::{RegistryAuthConfig, RegistryCa, RegistryConfig, RegistryHost};
 use crate::error_chain;
@@ -74,6 +77,15 @@ pub struct BlobInfo {
     pub present: bool,
 }
 
+/// Where content came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A registry: a configured mirror or the reference's own registry.
+    Registry(Source),
+    /// Another node of the cluster.
+    Peer(cluster::pki::SubjectName),
+}
+
 /// What a pull reports as it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PullEvent {
@@ -82,7 +94,7 @@ pub enum PullEvent {
         /// The linux/amd64 manifest's digest.
         digest: Digest,
         /// Where it came from.
-        source: Source,
+        source: Origin,
         /// The config, then the layers, base first.
         blobs: Vec<BlobInfo>,
     },
@@ -95,7 +107,7 @@ pub enum PullEvent {
         /// Its size.
         total: u64,
         /// From where.
-        source: Source,
+        source: Origin,
     },
 }
 
@@ -279,6 +291,7 @@ pub struct Puller {
     registries: Vec<RegistryConfig>,
     policy: RetryPolicy,
     concurrency: usize,
+    peers: Option<Peers>,
 }
 
 impl Puller {
@@ -289,7 +302,14 @@ impl Puller {
             registries,
             policy: RetryPolicy::default(),
             concurrency: DEFAULT_CONCURRENCY,
+            peers: None,
         }
+    }
+
+    /// Asks `peers` for content before the registries.
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Blobs fetched at once.
@@ -436,9 +456,11 @@ impl Puller {
             })
             .await;
 
-        // Blobs come from the source that answered the manifest first.
+        // Blobs come from the registry that answered the manifest first.
         let mut order = sources.clone();
-        if let Some(at) = order.iter().position(|s| *s == resolved.source) {
+        if let Origin::Registry(source) = &resolved.source
+            && let Some(at) = order.iter().position(|s| s == source)
+        {
             order.rotate_left(at);
         }
         // Built in a loop, not with a closure: a closure here makes the
@@ -488,8 +510,77 @@ impl Puller {
         })
     }
 
-    /// Finds the linux/amd64 manifest, walking the sources.
+    /// Finds the linux/amd64 manifest. A manifest named by digest is asked
+    /// of the peers first (it is verified either way); one named by tag
+    /// comes from the registries, and from the peers only when no registry
+    /// can be reached, so a tag moved upstream is seen whenever upstream is
+    /// there to say so.
     async fn resolve(
+        &self,
+        reference: &PullRef,
+        sources: Vec<Source>,
+        connections: &std::collections::BTreeMap<RegistryHost, Arc<Connection>>,
+    ) -> Result<Resolved, PullError> {
+        let by_digest = matches!(reference.target, PullTarget::Digest(_));
+        if by_digest && let Some(resolved) = self.resolve_on_peers(reference).await? {
+            return Ok(resolved);
+        }
+        match self
+            .resolve_on_registries(reference, sources, connections)
+            .await
+        {
+            Err(PullError::Unreachable { tried }) if !by_digest => {
+                match self.resolve_on_peers(reference).await? {
+                    Some(resolved) => {
+                        tracing::info!(image = %reference, "no registry reachable; the tag resolved on a peer");
+                        Ok(resolved)
+                    }
+                    None => Err(PullError::Unreachable { tried }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The manifest from a peer that records it, if one does.
+    async fn resolve_on_peers(&self, reference: &PullRef) -> Result<Option<Resolved>, PullError> {
+        let Some(peers) = &self.peers else {
+            return Ok(None);
+        };
+        let path = DistPath::Manifest {
+            repository: reference.repository.clone(),
+            target: reference.target.clone(),
+        };
+        let Some(peer) = peers.holder(&path, &reference.registry).await else {
+            return Ok(None);
+        };
+        let fetched = async {
+            let response = peers.get(&peer, &path, &reference.registry).await?;
+            Peers::read_small(&peer.name, response, MAX_MANIFEST_BYTES).await
+        };
+        let bytes = match fetched.await {
+            Ok(bytes) => bytes,
+            Err(failure) => {
+                tracing::debug!(image = %reference, node = %peer.name, error = %failure.detail, "manifest from peer failed");
+                return Ok(None);
+            }
+        };
+        let origin = Origin::Peer(peer.name.clone());
+        match image_manifest(bytes, &reference.target, origin) {
+            Ok(resolved) => Ok(Some(resolved)),
+            Err(Attempt::Unusable(source)) => Err(PullError::Unusable {
+                reference: reference.to_string(),
+                source,
+            }),
+            Err(Attempt::Failed(failure)) => {
+                tracing::warn!(image = %reference, node = %peer.name, error = %failure.detail, "a peer served an unusable manifest");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The manifest from the registries, walking mirrors and upstream.
+    async fn resolve_on_registries(
         &self,
         reference: &PullRef,
         sources: Vec<Source>,
@@ -536,6 +627,20 @@ impl Puller {
         ingest: &Arc<Ingest>,
         events: &mpsc::Sender<PullEvent>,
     ) -> Result<(), PullError> {
+        if let Some(peers) = &self.peers {
+            match fetch_blob_from_peers(peers, reference, &blob, ingest, events).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(BlobAttempt::Store(e)) => return Err(PullError::Store(e)),
+                Err(BlobAttempt::Task(e)) => return Err(PullError::Task(e)),
+                Err(BlobAttempt::Failed(failure)) => {
+                    tracing::info!(
+                        image = %reference, blob = %blob.digest, error = %failure.detail,
+                        "blob from peer failed; asking the registries"
+                    );
+                }
+            }
+        }
         let mut step = walk.start();
         loop {
             let (source, after) = match step {
@@ -571,7 +676,7 @@ struct Resolved {
     digest: Digest,
     media_type: String,
     manifest: ImageManifest,
-    source: Source,
+    source: Origin,
 }
 
 impl Resolved {
@@ -655,10 +760,9 @@ async fn resolve_on(
         .pull_manifest_raw(&target, &conn.auth, ACCEPTED_MANIFESTS)
         .await
         .map_err(|e| Attempt::Failed(failure(&e)))?;
-    let mut digest = checked_manifest(&bytes, &reference.target)?;
-    let mut bytes = bytes;
-    let mut kind = manifest_kind(&bytes)?;
-    if kind.1 == ManifestKind::Index {
+    let digest = checked_manifest(&bytes, &reference.target)?;
+    let (_, kind) = manifest_kind(&bytes)?;
+    if kind == ManifestKind::Index {
         let index: ImageIndex = json::parse(&bytes).map_err(|e| invalid_json(&digest, &e))?;
         let child = select_platform(&index).cloned().ok_or_else(|| {
             Attempt::Unusable(oci::LayoutError::NoPlatform {
@@ -685,12 +789,22 @@ async fn resolve_on(
             .pull_manifest_raw(&by_digest, &conn.auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| Attempt::Failed(failure(&e)))?;
-        digest = checked_manifest(&child_bytes, &PullTarget::Digest(child_digest))?;
-        bytes = child_bytes;
-        kind = manifest_kind(&bytes)?;
-        if kind.1 != ManifestKind::Image {
-            return Err(Attempt::Unusable(oci::LayoutError::TooDeep { digest }));
-        }
+        return image_manifest(
+            child_bytes,
+            &PullTarget::Digest(child_digest),
+            Origin::Registry(source.clone()),
+        );
+    }
+    image_manifest(bytes, &reference.target, Origin::Registry(source.clone()))
+}
+
+/// An image manifest (not an index), checked against `target` and for
+/// media types this node can use.
+fn image_manifest(bytes: Bytes, target: &PullTarget, source: Origin) -> Result<Resolved, Attempt> {
+    let digest = checked_manifest(&bytes, target)?;
+    let (media_type, kind) = manifest_kind(&bytes)?;
+    if kind != ManifestKind::Image {
+        return Err(Attempt::Unusable(oci::LayoutError::TooDeep { digest }));
     }
     let manifest: ImageManifest = json::parse(&bytes).map_err(|e| invalid_json(&digest, &e))?;
     media::check_config(manifest.config().media_type()).map_err(|e| Attempt::Unusable(e.into()))?;
@@ -700,9 +814,9 @@ async fn resolve_on(
     Ok(Resolved {
         bytes,
         digest,
-        media_type: kind.0,
+        media_type,
         manifest,
-        source: source.clone(),
+        source,
     })
 }
 
@@ -769,7 +883,7 @@ enum BlobAttempt {
     Task(tokio::task::JoinError),
 }
 
-/// Streams one blob from one source into the store.
+/// Streams one blob from one registry into the store.
 async fn fetch_blob_from(
     reference: &PullRef,
     blob: &BlobInfo,
@@ -780,11 +894,60 @@ async fn fetch_blob_from(
 ) -> Result<(), BlobAttempt> {
     let target = reference.on(&source.host);
     let digest_text = blob.digest.to_string();
-    let mut stream = conn
+    let stream = conn
         .client
         .pull_blob_stream(&target, digest_text.as_str())
         .await
         .map_err(|e| BlobAttempt::Failed(failure(&e)))?;
+    store_stream(
+        blob,
+        Origin::Registry(source.clone()),
+        stream,
+        ingest,
+        events,
+    )
+    .await
+}
+
+/// Streams one blob from the first peer that has it: `Ok(false)` when no
+/// peer does.
+async fn fetch_blob_from_peers(
+    peers: &Peers,
+    reference: &PullRef,
+    blob: &BlobInfo,
+    ingest: &Arc<Ingest>,
+    events: &mpsc::Sender<PullEvent>,
+) -> Result<bool, BlobAttempt> {
+    let path = DistPath::Blob {
+        repository: reference.repository.clone(),
+        digest: blob.digest.clone(),
+    };
+    let Some(peer) = peers.holder(&path, &reference.registry).await else {
+        return Ok(false);
+    };
+    let response = peers
+        .get(&peer, &path, &reference.registry)
+        .await
+        .map_err(BlobAttempt::Failed)?;
+    let stream = http_body_util::BodyDataStream::new(response.into_body())
+        .map(|chunk| chunk.map_err(io::Error::other));
+    store_stream(blob, Origin::Peer(peer.name), stream, ingest, events)
+        .await
+        .map(|()| true)
+}
+
+/// Writes a blob's bytes as they arrive into the store, verifying them,
+/// and reports progress.
+async fn store_stream<S>(
+    blob: &BlobInfo,
+    source: Origin,
+    mut stream: S,
+    ingest: &Arc<Ingest>,
+    events: &mpsc::Sender<PullEvent>,
+) -> Result<(), BlobAttempt>
+where
+    S: futures_util::Stream<Item = io::Result<Bytes>> + Unpin,
+{
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(BLOB_CHANNEL_CHUNKS);
     let writer = {
         let ingest = Arc::clone(ingest);

@@ -100,7 +100,14 @@ fn valid_component(c: &str) -> bool {
     true
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Whether `name` is a repository path by the distribution spec's
+/// grammar (lower-case components separated by `/`).
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty() && name.split('/').all(valid_component)
+}
+
+/// Whether `t` is a tag by the distribution spec's grammar.
+pub fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && t.bytes().enumerate().all(|(i, b)| {
@@ -155,7 +162,7 @@ impl FromStr for PullRef {
                 }
             }
         };
-        if name.is_empty() || !name.split('/').all(valid_component) {
+        if !valid_repository(name) {
             return Err(PullRefError::Repository(owned()));
         }
         let parsed = Self {
