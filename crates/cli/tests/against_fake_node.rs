@@ -98,6 +98,8 @@ struct FakeImages {
 
 const IMAGE_DIGEST: &str =
     "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const LAYER_DIGEST: &str =
+    "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 /// What the fake exports: big enough to arrive in many chunks.
 fn fake_archive() -> Vec<u8> {
@@ -178,9 +180,11 @@ async fn image_pull(body: Bytes) -> Response {
     let request: serde_json::Value = serde_json::from_slice(&body).expect("pull request");
     let reference = request["reference"].as_str().expect("reference").to_owned();
     let source = serde_json::json!({"registry": "registry.site.internal:5000", "role": "upstream"});
+    let peer = serde_json::json!({"registry": "registry.site.internal:5000", "role": "peer", "node": "node-b"});
     let mut lines = vec![serde_json::json!({
         "event": "resolved", "digest": IMAGE_DIGEST, "source": source,
-        "blobs": [{"digest": IMAGE_DIGEST, "size": 2048, "present": false}],
+        "blobs": [{"digest": IMAGE_DIGEST, "size": 2048, "present": false},
+                  {"digest": LAYER_DIGEST, "size": 4096, "present": false}],
     })];
     if reference.contains("denied") {
         lines.push(serde_json::json!({"event": "error", "code": "registry_auth_failed",
@@ -189,6 +193,10 @@ async fn image_pull(body: Bytes) -> Response {
         lines.push(
             serde_json::json!({"event": "progress", "digest": IMAGE_DIGEST,
             "done": 2048, "total": 2048, "source": source}),
+        );
+        lines.push(
+            serde_json::json!({"event": "progress", "digest": LAYER_DIGEST,
+            "done": 4096, "total": 4096, "source": peer}),
         );
         lines.push(
             serde_json::json!({"event": "done", "references": [reference], "digest": IMAGE_DIGEST}),
@@ -1941,7 +1949,9 @@ fn image_pull_follows_the_stream_and_reports_how_it_ended() {
     // Not a terminal: no bars, one final line.
     assert_eq!(
         success(&ws.run(&["image", "pull", reference])),
-        format!("pulled {reference} {IMAGE_DIGEST}\n")
+        format!(
+            "pulled {reference} {IMAGE_DIGEST}\n  1 blob from node node-b (peer)\n  1 blob from registry.site.internal:5000\n"
+        )
     );
     let json: serde_json::Value = serde_json::from_str(&success(
         &ws.run(&["image", "pull", reference, "-o", "json"]),
@@ -1949,6 +1959,9 @@ fn image_pull_follows_the_stream_and_reports_how_it_ended() {
     .expect("json");
     assert_eq!(json["references"][0], reference);
     assert_eq!(json["digest"], IMAGE_DIGEST);
+    assert_eq!(json["sources"][IMAGE_DIGEST]["role"], "upstream");
+    assert_eq!(json["sources"][LAYER_DIGEST]["role"], "peer");
+    assert_eq!(json["sources"][LAYER_DIGEST]["node"], "node-b");
 
     let out = ws.run(&["image", "pull", "registry.site.internal:5000/denied:1"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));

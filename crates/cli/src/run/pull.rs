@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use api::ApiError;
-use api::types::{PullEvent, PullRequest};
+use api::types::{PullEvent, PullRequest, PullSource, PullSourceRole};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -27,14 +27,35 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 struct Pulled {
     references: Vec<String>,
     digest: String,
+    /// Where each blob fetched came from (blobs already stored are not
+    /// listed).
+    sources: BTreeMap<String, PullSource>,
 }
 
 fn render(pulled: &Pulled) -> String {
-    pulled
+    let mut out: String = pulled
         .references
         .iter()
         .map(|r| format!("pulled {r} {}\n", pulled.digest))
-        .collect()
+        .collect();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for source in pulled.sources.values() {
+        *counts.entry(describe(source)).or_default() += 1;
+    }
+    for (from, n) in counts {
+        let blobs = if n == 1 { "blob" } else { "blobs" };
+        out.push_str(&format!("  {n} {blobs} from {from}\n"));
+    }
+    out
+}
+
+/// `registry 10.0.0.1:5000 (mirror)` or `node node-a (peer)`.
+fn describe(source: &PullSource) -> String {
+    match (&source.node, source.role) {
+        (Some(node), _) => format!("node {node} (peer)"),
+        (None, PullSourceRole::Mirror) => format!("{} (mirror)", source.registry),
+        (None, _) => source.registry.clone(),
+    }
 }
 
 /// Bars per blob, when showing them.
@@ -103,6 +124,7 @@ pub(super) async fn run(
         .map_err(fail)?;
     let mut bars = (format == Format::Table && std::io::stderr().is_terminal()).then(Bars::new);
     let mut outcome: Option<Result<Pulled, ApiError>> = None;
+    let mut sources = BTreeMap::new();
     each_line(client, response, fail, |line| {
         let event: PullEvent =
             serde_json::from_slice(line).map_err(|source| CommandError::BadLine {
@@ -122,11 +144,18 @@ pub(super) async fn run(
                 source,
             } => {
                 if let Some(bars) = bars.as_ref() {
-                    bars.progress(&digest, done, total, &source.registry);
+                    bars.progress(&digest, done, total, &describe(&source));
                 }
+                // A blob that failed at one source and came from another
+                // ends with the one that served it.
+                sources.insert(digest, source);
             }
             PullEvent::Done { references, digest } => {
-                outcome = Some(Ok(Pulled { references, digest }));
+                outcome = Some(Ok(Pulled {
+                    references,
+                    digest,
+                    sources: std::mem::take(&mut sources),
+                }));
             }
             PullEvent::Error { code, message } => {
                 outcome = Some(Err(ApiError::new(code, message)));
