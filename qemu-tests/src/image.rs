@@ -226,22 +226,40 @@ fn remove_if_present(path: &Path) -> Result<(), ImageError> {
 /// Runs the image builder through cargo, with its output on our stderr so a
 /// long build shows progress and a failing one shows why.
 fn run_cargo_image(args: &[&str], output: &Path) -> Result<(), ImageError> {
+    let output = output.to_string_lossy();
+    let mut all = args.to_vec();
+    all.push(&output);
+    run_image_build(&all, None)
+}
+
+/// Runs `cairn-image oci ARGS…`: the container tests build their OCI
+/// images from Debian packages with our own builder, never from a
+/// registry on the internet. The build time is pinned, so the same
+/// packages give the same digests.
+///
+/// # Errors
+/// [`ImageError`] when cargo cannot run or the builder fails.
+pub fn run_oci(args: &[&str]) -> Result<(), ImageError> {
+    let mut all = vec!["oci"];
+    all.extend_from_slice(args);
+    run_image_build(&all, Some("1700000000"))
+}
+
+fn run_image_build(args: &[&str], source_date_epoch: Option<&str>) -> Result<(), ImageError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
     command
         .current_dir(paths::workspace_root())
         .args(["run", "--release", "-p", "image-build", "--"])
         .args(args)
-        .arg(output)
         // Keep the builder's stdout off the test harness's captured stdout.
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
-    let printable = format!(
-        "cargo run --release -p image-build -- {} {}",
-        args.join(" "),
-        output.display()
-    );
-    eprintln!("qemu-tests: building image: {printable}");
+    if let Some(epoch) = source_date_epoch {
+        command.env("SOURCE_DATE_EPOCH", epoch);
+    }
+    let printable = format!("cargo run --release -p image-build -- {}", args.join(" "));
+    eprintln!("qemu-tests: running the image builder: {printable}");
     let status = command.status().map_err(|source| ImageError::Spawn {
         command: printable.clone(),
         source,

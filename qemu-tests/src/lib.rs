@@ -73,6 +73,7 @@ pub mod network;
 pub mod paths;
 pub mod pxe;
 pub mod qmp;
+pub mod registry;
 pub mod scenario;
 pub mod tools;
 pub mod vm;

@@ -77,3 +77,59 @@ pub trait Scenario {
         }
     }
 }
+
+/// What a node in maintenance mode gives the operator who bootstraps or
+/// joins it: its address, the setup token and the fingerprint of its
+/// self-signed API certificate, all from its console and the DHCP lease.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// The leased address.
+    pub ip: std::net::Ipv4Addr,
+    /// `--setup-token`.
+    pub token: String,
+    /// `--fingerprint`.
+    pub fingerprint: String,
+}
+
+/// Why a VM never showed what [`Maintenance`] needs.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Wait(#[from] crate::vm::VmWaitError),
+    #[error("the console line `{line}` does not hold the {what}")]
+    Capture { what: &'static str, line: String },
+}
+
+impl Maintenance {
+    /// Waits (up to `limit` for each) for `vm` to print its setup token
+    /// and fingerprint and to get a lease.
+    ///
+    /// # Errors
+    /// [`MaintenanceError`] naming what did not show up.
+    pub fn wait(vm: &mut crate::Vm<'_>, limit: Duration) -> Result<Self, MaintenanceError> {
+        use crate::console::{MAINTENANCE_FINGERPRINT, SETUP_TOKEN, capture};
+        let token_line = vm.wait_for_console(SETUP_TOKEN, timeout(limit))?;
+        let fp_line = vm.wait_for_console(MAINTENANCE_FINGERPRINT, timeout(limit))?;
+        let ip = vm.wait_for_lease(timeout(limit))?;
+        let token = capture(SETUP_TOKEN, &token_line).ok_or(MaintenanceError::Capture {
+            what: "setup token",
+            line: token_line.clone(),
+        })?;
+        let fingerprint =
+            capture(MAINTENANCE_FINGERPRINT, &fp_line).ok_or(MaintenanceError::Capture {
+                what: "certificate fingerprint",
+                line: fp_line.clone(),
+            })?;
+        Ok(Self {
+            ip,
+            token,
+            fingerprint,
+        })
+    }
+
+    /// `ip:7443`.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("{}:7443", self.ip)
+    }
+}

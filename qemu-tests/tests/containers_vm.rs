@@ -38,11 +38,9 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use qemu_tests::console::{MAINTENANCE_FINGERPRINT, SETUP_TOKEN, capture};
-use qemu_tests::scenario::Scenario;
+use qemu_tests::scenario::{Maintenance, Scenario};
 use qemu_tests::{Cli, CliOutput, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
 use serde_json::Value;
 
@@ -172,7 +170,6 @@ fn build_bundle(dir: &Path) -> std::path::PathBuf {
     let bundle = dir.join("bundle.tar");
     let layout_arg = layout.to_str().expect("temp paths are UTF-8");
     cairn_image(&[
-        "oci",
         "from-debs",
         "redis-server",
         "--ref",
@@ -183,7 +180,6 @@ fn build_bundle(dir: &Path) -> std::path::PathBuf {
         "/usr/bin/redis-server",
     ]);
     cairn_image(&[
-        "oci",
         "from-debs",
         "busybox-static",
         "--ref",
@@ -194,7 +190,6 @@ fn build_bundle(dir: &Path) -> std::path::PathBuf {
         "/bin/busybox",
     ]);
     cairn_image(&[
-        "oci",
         "archive",
         layout_arg,
         bundle.to_str().expect("temp paths are UTF-8"),
@@ -203,15 +198,7 @@ fn build_bundle(dir: &Path) -> std::path::PathBuf {
 }
 
 fn cairn_image(args: &[&str]) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(qemu_tests::paths::workspace_root())
-        .args(["run", "--release", "-q", "-p", "image-build", "--"])
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .status()
-        .or_panic("running cairn-image");
-    assert!(status.success(), "cairn-image {args:?} failed: {status}");
+    qemu_tests::image::run_oci(args).or_panic("building the test images");
 }
 
 fn ok_line(out: &CliOutput) -> String {
@@ -231,36 +218,24 @@ fn containers_run_supervised_and_survive_an_agent_restart_on_a_real_node() {
     let cli = Cli::new(&net, image).or_panic("the image's cairn client");
     let spec = VmSpec::virtio_qcow2("containers", image).allowing_reboot();
     let mut vm = Vm::start(&net, spec).or_panic("starting the VM");
-    let token_line = vm
-        .wait_for_console(SETUP_TOKEN, timeout(BOOT))
-        .or_panic("cairnd never printed a setup token");
-    let fp_line = vm
-        .wait_for_console(MAINTENANCE_FINGERPRINT, timeout(BOOT))
-        .or_panic("cairnd never printed its certificate fingerprint");
-    let ip = vm
-        .wait_for_lease(timeout(BOOT))
-        .or_panic("the VM never got a DHCP lease");
+    let maintenance =
+        Maintenance::wait(&mut vm, BOOT).or_panic("the VM never reached maintenance mode");
     let mut node = Node {
         vm,
         net: &net,
         cli,
-        ip,
+        ip: maintenance.ip,
     };
-    let token = capture(SETUP_TOKEN, &token_line)
-        .unwrap_or_else(|| node.fail(&format!("no token in `{token_line}`")));
-    let fingerprint = capture(MAINTENANCE_FINGERPRINT, &fp_line)
-        .unwrap_or_else(|| node.fail(&format!("no fingerprint in `{fp_line}`")));
-    let endpoint = format!("{ip}:7443");
     node.cairn_ok(
         &[
             "cluster",
             "init",
             "--endpoint",
-            &endpoint,
+            &maintenance.endpoint(),
             "--setup-token",
-            &token,
+            &maintenance.token,
             "--fingerprint",
-            &fingerprint,
+            &maintenance.fingerprint,
         ],
         CALL,
     );

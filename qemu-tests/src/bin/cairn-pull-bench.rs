@@ -21,9 +21,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -34,6 +34,7 @@ use oci::media::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use oci::{Digest, Layout, RefName};
 use oci_spec::image::{Descriptor, MediaType};
 use qemu_tests::benchrun::{self, Host};
+use qemu_tests::registry::SiteRegistry;
 use serde_json::json;
 
 /// Pull time of a multi-layer image: Cairn against skopeo.
@@ -65,86 +66,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// A running registry, killed on drop.
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-struct Tls {
-    ca_pem: PathBuf,
-    cert_dir: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_tls(dir: &Path) -> Result<Tls> {
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cairn pull bench CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
-    let tls = Tls {
-        ca_pem: dir.join("ca.pem"),
-        cert_dir: dir.join("certs.d"),
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
-    };
-    std::fs::create_dir_all(&tls.cert_dir)?;
-    std::fs::write(tls.cert_dir.join("ca.crt"), ca.pem())?;
-    std::fs::write(&tls.ca_pem, ca.pem())?;
-    std::fs::write(&tls.cert, cert.pem())?;
-    std::fs::write(&tls.key, key.serialize_pem())?;
-    Ok(tls)
-}
-
-fn start_registry(dir: &Path, tls: &Tls, port: u16) -> Result<Registry> {
-    let storage = dir.join("storage");
-    std::fs::create_dir_all(&storage)?;
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
-            storage.display(),
-            tls.cert.display(),
-            tls.key.display()
-        ),
-    )?;
-    let log = std::fs::File::create(dir.join("registry.log"))?;
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting docker-registry (apt-get install docker-registry)")?;
-    let registry = Registry(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("docker-registry did not listen on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(registry)
 }
 
 /// A gzipped one-file layer: pseudo-random bytes, half of them from a
@@ -252,13 +177,13 @@ fn cairn_round(
     Ok((downloaded.as_secs_f64(), total.as_secs_f64()))
 }
 
-fn skopeo_round(dir: &Path, tls: &Tls, source: &str) -> Result<f64> {
+fn skopeo_round(dir: &Path, cert_dir: &Path, source: &str) -> Result<f64> {
     let started = Instant::now();
     skopeo(&[
         "copy",
         "--quiet",
         "--src-cert-dir",
-        &tls.cert_dir.display().to_string(),
+        &cert_dir.display().to_string(),
         &format!("docker://{source}"),
         &format!("oci:{}:bench", dir.display()),
     ])?;
@@ -281,10 +206,14 @@ fn run(args: &Args) -> Result<()> {
     }
     let host = Host::now();
     let work = tempfile::tempdir()?;
-    let tls = make_tls(work.path())?;
     let port = free_port()?;
-    let _registry = start_registry(work.path(), &tls, port)?;
-    let registry = format!("127.0.0.1:{port}");
+    let site = SiteRegistry::start(
+        &work.path().join("registry"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        None,
+        None,
+    )?;
+    let registry = site.host();
 
     println!(
         "building a {}-layer image of {} MiB per layer",
@@ -295,21 +224,13 @@ fn run(args: &Args) -> Result<()> {
     let archive = work.path().join("bench.tar");
     oci::archive::write_archive_file(&layout, &archive)?;
     let source = format!("{registry}/bench/image:1");
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--preserve-digests",
-        "--dest-cert-dir",
-        &tls.cert_dir.display().to_string(),
-        &format!("oci-archive:{}:bench:1", archive.display()),
-        &format!("docker://{source}"),
-    ])?;
+    site.push(&archive, "bench:1", "bench/image:1")?;
 
     let registries = vec![RegistryConfig {
         host: RegistryHost::try_from(registry.clone())?,
         mirrors: Vec::new(),
         auth: None,
-        ca: Some(RegistryCa::File(tls.ca_pem.clone())),
+        ca: Some(RegistryCa::File(site.ca_file())),
         plain_http: false,
     }];
     let reference: PullRef = source.parse()?;
@@ -335,7 +256,7 @@ fn run(args: &Args) -> Result<()> {
                 cairn_download.push(download);
                 cairn_total.push(total);
             } else {
-                let t = skopeo_round(&dir, &tls, &source)?;
+                let t = skopeo_round(&dir, site.cert_dir(), &source)?;
                 println!("round {round}: skopeo {t:.2} s");
                 skopeo_times.push(t);
             }
