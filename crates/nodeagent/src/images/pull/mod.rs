@@ -463,35 +463,82 @@ impl Puller {
         {
             order.rotate_left(at);
         }
-        // Built in a loop, not with a closure: a closure here makes the
-        // future's lifetimes too general for tokio::spawn.
-        let mut fetches = Vec::new();
-        for blob in blobs.iter().filter(|b| !b.present) {
+        // The config first: with it the layers' chain ids are known and
+        // each layer can be unpacked as soon as it is stored, while the
+        // ones above it are still downloading.
+        let (config, layers) = blobs.split_first().ok_or_else(|| PullError::Invalid {
+            detail: "the manifest names no config".to_owned(),
+        })?;
+        if !config.present {
             let walk = SourceWalk::new(order.clone(), self.policy);
-            fetches.push(Box::pin(self.fetch_blob(
+            self.fetch_blob(
                 reference,
-                blob.clone(),
+                config.clone(),
                 walk,
                 &connections,
                 &ingest,
                 events,
-            )));
+            )
+            .await?;
         }
+        let desc = resolved.descriptor();
+        let image = {
+            let (ingest, desc) = (Arc::clone(&ingest), desc.clone());
+            tokio::task::spawn_blocking(move || ingest.read_image(&desc))
+                .await
+                .map_err(PullError::Task)?
+                .map_err(PullError::Store)?
+        };
+        let (stored_tx, stored_rx) = std::sync::mpsc::channel::<()>();
+        let unpacker = {
+            let ingest = Arc::clone(&ingest);
+            tokio::task::spawn_blocking(move || {
+                ingest.unpack_chains(&image, |digest| {
+                    loop {
+                        if ingest.has_blob(digest) {
+                            return true;
+                        }
+                        // Every download has ended once every sender is gone.
+                        if stored_rx.recv().is_err() {
+                            return ingest.has_blob(digest);
+                        }
+                    }
+                })
+            })
+        };
+        // Built in a loop, not with a closure: a closure here makes the
+        // future's lifetimes too general for tokio::spawn.
+        let mut fetches = Vec::new();
+        for blob in layers.iter().filter(|b| !b.present) {
+            let walk = SourceWalk::new(order.clone(), self.policy);
+            let fetch =
+                self.fetch_blob(reference, blob.clone(), walk, &connections, &ingest, events);
+            let stored = stored_tx.clone();
+            fetches.push(Box::pin(async move {
+                let result = fetch.await;
+                if result.is_ok() {
+                    let _ = stored.send(());
+                }
+                result
+            }));
+        }
+        drop(stored_tx);
         let results: Vec<Result<(), PullError>> = futures_util::stream::iter(fetches)
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
         // Every blob's verdict is in; the one that says most about the
         // image wins, not whichever download happened to finish first.
-        if let Some(error) = results
+        let download_error = results
             .into_iter()
             .filter_map(Result::err)
-            .max_by_key(PullError::weight)
-        {
+            .max_by_key(PullError::weight);
+        let unpacked = unpacker.await.map_err(PullError::Task)?;
+        if let Some(error) = download_error {
             return Err(error);
         }
+        unpacked.map_err(PullError::Store)?;
 
-        let desc = resolved.descriptor();
         let store = Arc::clone(&self.store);
         let recorded = name.clone();
         let digest = tokio::task::spawn_blocking(move || -> Result<Digest, PullError> {

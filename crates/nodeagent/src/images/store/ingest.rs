@@ -240,18 +240,59 @@ impl Ingest {
         File::open(&blob_dir)
             .and_then(|d| d.sync_all())
             .map_err(ingest_io(&blob_dir))?;
-
+        self.unpack_chains(image, |_| true)?;
         let diff_ids = image.diff_ids().map_err(bad)?;
         let chains = chain_ids(&diff_ids);
-        let mut layers = Vec::with_capacity(diff_ids.len());
-        for (i, (layer, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(descriptor_digest)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let record = ImageRecord {
+            media_type: image.manifest_descriptor.media_type().to_string(),
+            manifest_size: image.manifest_descriptor.size(),
+            config: descriptor_digest(manifest.config()).map_err(bad)?,
+            config_size: manifest.config().size(),
+            layers,
+            chains,
+            size,
+            created: image.config.created().clone(),
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(manifest_digest.clone(), record);
+        Ok(manifest_digest)
+    }
+
+    /// Unpacks the image's layer chains in order, base first, each as soon
+    /// as `stored` says its layer blob is in the store (`stored` may block
+    /// until it is). A chain already unpacked is kept. Returns `false`
+    /// when `stored` gave up on a layer (its download failed): the chains
+    /// below it stay, pinned like the rest of the ingest.
+    pub fn unpack_chains(
+        &self,
+        image: &Image,
+        mut stored: impl FnMut(&Digest) -> bool,
+    ) -> Result<bool, IngestError> {
+        let manifest_text = image.manifest_descriptor.digest().to_string();
+        let bad = |source| IngestError::Image {
+            manifest: manifest_text.clone(),
+            source,
+        };
+        let diff_ids = image.diff_ids().map_err(bad)?;
+        let chains = chain_ids(&diff_ids);
+        for (i, (layer, diff_id)) in image.manifest.layers().iter().zip(&diff_ids).enumerate() {
             let digest = descriptor_digest(layer).map_err(bad)?;
-            layers.push(digest.clone());
             let Some(chain) = chains.get(i) else { break };
             self.pin(chain);
             let target = self.layers.join(chain.hex());
             if target.exists() {
                 continue;
+            }
+            if !stored(&digest) {
+                return Ok(false);
             }
             let unpack_err = |source| IngestError::Unpack {
                 layer: digest.clone(),
@@ -292,21 +333,7 @@ impl Ingest {
                 .map_err(unpack_err)?;
             staged.commit().map_err(unpack_err)?;
         }
-        let record = ImageRecord {
-            media_type: image.manifest_descriptor.media_type().to_string(),
-            manifest_size: image.manifest_descriptor.size(),
-            config: descriptor_digest(manifest.config()).map_err(bad)?,
-            config_size: manifest.config().size(),
-            layers,
-            chains,
-            size,
-            created: image.config.created().clone(),
-        };
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(manifest_digest.clone(), record);
-        Ok(manifest_digest)
+        Ok(true)
     }
 }
 
