@@ -117,11 +117,10 @@ pub fn extract(initramfs: &Path, pattern: &str) -> Result<Vec<u8>, TestInitramfs
         command: format!("reading {}", initramfs.display()),
         source,
     })?;
-    let cpio = if raw.starts_with(&[0x1f, 0x8b]) {
-        run(Command::new("gzip").args(["-dc"]).arg(initramfs))?
-    } else {
-        raw
-    };
+    let cpio = image_build::initramfs::decompress(&raw).map_err(|e| TestInitramfsError::Spawn {
+        command: format!("decompressing {}", initramfs.display()),
+        source: std::io::Error::other(e),
+    })?;
     let dir = tempfile::tempdir().map_err(|source| TestInitramfsError::Spawn {
         command: "tempdir".into(),
         source,

@@ -506,6 +506,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
         match ctx.profile.initramfs.compression {
             Compression::None => String::new(),
             Compression::Gzip => format!(" gzip ({} raw)", human_bytes(uncompressed)),
+            Compression::Zstd => format!(" zstd ({} raw)", human_bytes(uncompressed)),
         }
     ));
     drop(tree);

@@ -324,6 +324,7 @@ impl ModulesConfig {
 pub enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Deserialize)]
