@@ -124,6 +124,12 @@ fn container_requests_are_judged_recorded_and_cleaned_up_around_the_shim() {
             assert!(node.state.join("volumes/data").is_dir());
             let (status, text) = admin.call("POST", "/v1/containers", Some(&body)).await;
             assert_eq!(error_of(status, &text).code, ErrorCode::ContainerExists);
+            // A refused duplicate creates none of its volumes.
+            let other = json!({"name": "web", "image": "hello:1",
+                               "volumes": [{"volume": "other", "path": "/data"}]});
+            let (status, text) = admin.call("POST", "/v1/containers", Some(&other)).await;
+            assert_eq!(error_of(status, &text).code, ErrorCode::ContainerExists);
+            assert!(!node.state.join("volumes/other").exists());
             let (status, text) = admin
                 .call(
                     "POST",

@@ -359,6 +359,12 @@ impl Containers {
         request: ContainerCreateRequest,
     ) -> Result<ContainerInfo, ContainerError> {
         let plan = Plan::parse(&request)?;
+        // Refused before the spec is built, which creates the volumes: a
+        // refused duplicate leaves nothing behind. The name is claimed for
+        // good (against a concurrent create) further down.
+        if self.table().contains_key(&plan.name) {
+            return Err(ContainerError::Exists(plan.name.to_string()));
+        }
         let (digest, image) = self
             .images
             .resolve(&plan.image)
