@@ -67,6 +67,30 @@ pub trait Scenario {
         }
     }
 
+    /// Polls `probe` every half second until it gives a value, failing
+    /// after `limit` (scaled by [`timeout`]) with what it saw last.
+    #[track_caller]
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + timeout(limit);
+        loop {
+            let seen = match probe() {
+                Ok(value) => return value,
+                Err(seen) => seen,
+            };
+            if std::time::Instant::now() >= deadline {
+                self.fail(&format!(
+                    "timed out after {limit:?} waiting for {what}; last seen: {seen}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// The string at a JSON pointer (`/cluster/ca_fingerprint`), which must
     /// be there.
     #[track_caller]
@@ -76,6 +100,23 @@ pub trait Scenario {
             None => self.fail(&format!("no string at {pointer} in {value}")),
         }
     }
+}
+
+/// The lines a failure message needs about `vms`: where each serial
+/// console is, and then the tail of each (what [`crate::Vm::failure_context`]
+/// gives).
+pub fn consoles<'a, 'n: 'a>(vms: impl IntoIterator<Item = &'a crate::Vm<'n>>) -> String {
+    let mut logs = String::new();
+    let mut tails = String::new();
+    for vm in vms {
+        logs.push_str(&format!(
+            "serial console of {}: {}\n",
+            vm.name(),
+            vm.console_path().display()
+        ));
+        tails.push_str(&vm.failure_context());
+    }
+    logs + &tails
 }
 
 /// What a node in maintenance mode gives the operator who bootstraps or

@@ -62,7 +62,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use qemu_tests::console::{INIT_STARTING, MAINTENANCE_FINGERPRINT, SETUP_TOKEN, capture};
-use qemu_tests::scenario::Scenario;
+use qemu_tests::scenario::{Scenario, consoles};
 use qemu_tests::vm::NETDEV;
 use qemu_tests::{Cli, CliOutput, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
 use serde_json::Value;
@@ -122,20 +122,16 @@ impl Scenario for Cluster<'_> {
 
     #[track_caller]
     fn fail(&self, what: &str) -> ! {
-        let mut logs = String::new();
-        let mut tails = String::new();
-        for m in &self.machines {
-            logs.push_str(&format!(
-                "serial console of {} ({}): {}\n",
-                m.vm.name(),
-                m.ip,
-                m.vm.console_path().display()
-            ));
-            tails.push_str(&m.vm.failure_context());
-        }
+        let addresses: Vec<String> = self
+            .machines
+            .iter()
+            .map(|m| format!("{} is {}", m.vm.name(), m.ip))
+            .collect();
         panic!(
-            "{what}\n{logs}client transcript: {}{tails}",
-            self.cli.transcript_path().display()
+            "{what}\n{}\nclient transcript: {}\n{}",
+            addresses.join(", "),
+            self.cli.transcript_path().display(),
+            consoles(self.machines.iter().map(|m| &m.vm))
         )
     }
 }

@@ -38,7 +38,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qemu_tests::scenario::{Maintenance, Scenario};
 use qemu_tests::{Cli, CliOutput, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
@@ -98,30 +98,6 @@ impl Node<'_> {
     #[track_caller]
     fn inspect(&self, name: &str) -> Value {
         self.cairn_json(&["ctr", "inspect", name, "-o", "json"], CALL)
-    }
-
-    /// Polls `probe` until it gives a value, failing after `limit` with
-    /// what it saw last.
-    #[track_caller]
-    fn wait_for<T>(
-        &self,
-        what: &str,
-        limit: Duration,
-        mut probe: impl FnMut() -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + timeout(limit);
-        loop {
-            let seen = match probe() {
-                Ok(value) => return value,
-                Err(seen) => seen,
-            };
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "timed out after {limit:?} waiting for {what}; last seen: {seen}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
 
     /// Waits until `ctr inspect NAME` satisfies `ok`, and returns it.

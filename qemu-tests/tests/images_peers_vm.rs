@@ -21,8 +21,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use qemu_tests::registry::SiteRegistry;
-use qemu_tests::scenario::{Maintenance, Scenario};
-use qemu_tests::{Cli, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec, timeout};
+use qemu_tests::scenario::{Maintenance, Scenario, consoles};
+use qemu_tests::{Cli, Image, Network, NetworkConfig, OrPanic, Vm, VmSpec};
 use serde_json::Value;
 
 /// Two guests booting at once on two emulating cores.
@@ -55,20 +55,11 @@ impl Scenario for Pair<'_> {
 
     #[track_caller]
     fn fail(&self, what: &str) -> ! {
-        let mut logs = String::new();
-        let mut tails = String::new();
-        for vm in &self.vms {
-            logs.push_str(&format!(
-                "serial console of {}: {}\n",
-                vm.name(),
-                vm.console_path().display()
-            ));
-            tails.push_str(&vm.failure_context());
-        }
         panic!(
-            "{what}\n{logs}client transcript: {}\nregistry access log:\n{}{tails}",
+            "{what}\nclient transcript: {}\nregistry access log:\n{}{}",
             self.cli.transcript_path().display(),
-            self.registry.access_log()
+            self.registry.access_log(),
+            consoles(&self.vms)
         )
     }
 }
@@ -83,30 +74,6 @@ impl Pair<'_> {
 
     fn endpoint(&self, i: usize) -> String {
         format!("{}:7443", self.ips[i])
-    }
-
-    /// Polls `probe` until it gives a value, failing after `limit` with
-    /// what it saw last.
-    #[track_caller]
-    fn wait_for<T>(
-        &self,
-        what: &str,
-        limit: Duration,
-        mut probe: impl FnMut() -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + timeout(limit);
-        loop {
-            let seen = match probe() {
-                Ok(value) => return value,
-                Err(seen) => seen,
-            };
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "timed out after {limit:?} waiting for {what}; last seen: {seen}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
 
     /// `image pull REF -o json` through node `i`: the `sources` map.
