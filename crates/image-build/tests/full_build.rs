@@ -97,6 +97,9 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
     build::build(&with_bake(b.clone()), &Reporter::quiet()).unwrap();
     assert_eq!(report.baked.len(), 1);
     assert_eq!(report.baked[0].images, ["baked:1"]);
+    // A small archive fits the profile's ESP; only large ones grow it.
+    let profile = Profile::load(&default_profile()).unwrap();
+    assert_eq!(report.esp_mib, profile.disk.esp_size_mib);
 
     let artifacts = [
         "pxe/initramfs.img",
@@ -125,8 +128,8 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         report.initramfs_bytes
     );
     check_initramfs_modules(&std::fs::read(a.join("pxe/initramfs.img")).unwrap());
-    check_esp(&a.join("cairn.raw"), &archive);
-    check_partitions_with_fsck(&a.join("cairn.raw"), tmp.path());
+    check_esp(&a.join("cairn.raw"), report.esp_mib, &archive);
+    check_partitions_with_fsck(&a.join("cairn.raw"), report.esp_mib, tmp.path());
     let status = std::process::Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(&a)
@@ -305,11 +308,10 @@ fn check_initramfs_modules(initramfs: &[u8]) {
     clippy::unwrap_used,
     reason = "a test helper: any failure is the test failing"
 )]
-fn check_esp(raw: &Path, baked: &Path) {
+fn check_esp(raw: &Path, esp_mib: u32, baked: &Path) {
     use std::io::{Read, Seek, SeekFrom};
     let profile = Profile::load(&default_profile()).unwrap();
-    let layout =
-        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let layout = image_build::disk::DiskLayout::plan(esp_mib, profile.disk.state_size_mib);
     let mut file = std::fs::File::open(raw).unwrap();
     file.seek(SeekFrom::Start(layout.esp.offset_bytes()))
         .unwrap();
@@ -357,11 +359,10 @@ fn check_esp(raw: &Path, baked: &Path) {
     clippy::unwrap_used,
     reason = "a test helper: any failure is the test failing"
 )]
-fn check_partitions_with_fsck(raw: &Path, scratch: &Path) {
+fn check_partitions_with_fsck(raw: &Path, esp_mib: u32, scratch: &Path) {
     use std::io::{Read, Seek, SeekFrom, Write};
     let profile = Profile::load(&default_profile()).unwrap();
-    let layout =
-        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let layout = image_build::disk::DiskLayout::plan(esp_mib, profile.disk.state_size_mib);
     let checks = [
         ("esp.img", layout.esp, "fsck.fat", vec!["-n"], "dosfstools"),
         (
