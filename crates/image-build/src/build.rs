@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::bake::{self, BakeError, BakedArchive};
 use crate::binaries::{self, BinariesError, CairnBinaries};
 use crate::checksums;
 use crate::convert::{self, ConvertError, TargetFormat};
@@ -52,6 +53,8 @@ pub struct BuildOptions {
     pub repo: PathBuf,
     /// Optional machine config copied to the ESP as `cairn/config.toml`.
     pub machine_config: Option<PathBuf>,
+    /// oci-archives baked into the ESP for cairnd to import on first start.
+    pub bake_images: Vec<PathBuf>,
 }
 
 /// Why a build failed; each variant names the step.
@@ -79,6 +82,8 @@ pub enum BuildError {
     Compress(#[from] CompressError),
     #[error("writing the ESP")]
     Esp(#[from] EspError),
+    #[error("checking the images to bake")]
+    Bake(#[from] BakeError),
     #[error("making STATE")]
     State(#[from] StateError),
     #[error("writing the disk image")]
@@ -134,6 +139,10 @@ pub struct BuildReport {
     pub modules_shipped: usize,
     pub modules_builtin: Vec<String>,
     pub softdeps_unmet: Vec<String>,
+    /// The ESP's size; larger than the profile's when baked images need it.
+    pub esp_mib: u32,
+    /// Baked archives: ESP file name, size, images named.
+    pub baked: Vec<BakedArchive>,
     /// Artifact path (relative to the output dir) -> size in bytes.
     pub artifacts: BTreeMap<String, u64>,
 }
@@ -163,6 +172,15 @@ impl BuildReport {
 "
             ));
         }
+        for archive in &self.baked {
+            out.push_str(&format!(
+                "baked {} ({}): {}\n",
+                archive.name,
+                human_bytes(archive.len),
+                archive.images.join(", ")
+            ));
+        }
+        out.push_str(&format!("ESP {} MiB\n", self.esp_mib));
         for (name, size) in &self.artifacts {
             out.push_str(&format!("{name}: {} ({size} bytes)\n", human_bytes(*size)));
         }
@@ -362,6 +380,40 @@ fn work_dir(output: &Path) -> Result<tempfile::TempDir, BuildError> {
         .map_err(io("creating a work directory in", output))
 }
 
+/// The ESP's size: the profile's, grown when the files need more.
+fn esp_mib(ctx: &Context, contents: &EspContents) -> u32 {
+    bake::esp_size_mib(
+        ctx.profile.disk.esp_size_mib,
+        contents.total_bytes(),
+        contents.files.len() as u64,
+    )
+}
+
+/// Checks the archives to bake, extracting each into a scratch directory
+/// in the output directory that is removed afterwards.
+fn check_baked(opts: &BuildOptions, reporter: &Reporter) -> Result<Vec<BakedArchive>, BuildError> {
+    if opts.bake_images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let step = reporter.step(&format!(
+        "checking {} oci-archive(s) to bake",
+        opts.bake_images.len()
+    ));
+    fs::create_dir_all(&opts.output).map_err(io("creating", &opts.output))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".cairn-image-bake-")
+        .tempdir_in(&opts.output)
+        .map_err(io("creating a scratch directory in", &opts.output))?;
+    let baked = bake::check_archives(&opts.bake_images, scratch.path())?;
+    scratch
+        .close()
+        .map_err(io("removing the scratch directory in", &opts.output))?;
+    let images: usize = baked.iter().map(|a| a.images.len()).sum();
+    let bytes: u64 = baked.iter().map(|a| a.len).sum();
+    step.finish(&format!("{images} image(s), {}", human_bytes(bytes)));
+    Ok(baked)
+}
+
 /// Makes ESP + STATE and assembles the GPT disk at `out`.
 fn write_disk(
     ctx: &Context,
@@ -370,10 +422,7 @@ fn write_disk(
     out: &Path,
     reporter: &Reporter,
 ) -> Result<DiskLayout, BuildError> {
-    let layout = DiskLayout::plan(
-        ctx.profile.disk.esp_size_mib,
-        ctx.profile.disk.state_size_mib,
-    );
+    let layout = DiskLayout::plan(esp_mib(ctx, contents), ctx.profile.disk.state_size_mib);
 
     let step = reporter.step("writing the ESP (FAT32)");
     let esp_path = work.join("esp.img");
@@ -477,6 +526,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
         .as_ref()
         .map(|p| fs::read(p).map_err(io("reading", p)))
         .transpose()?;
+    let baked = check_baked(opts, reporter)?;
     let systemd_boot = read_systemd_boot()?;
 
     let kernel = fetch_kernel(&ctx, &opts.cache, reporter)?;
@@ -519,7 +569,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
         vmlinuz: &kernel.vmlinuz,
         initramfs: &initramfs,
         machine_config: machine_config.as_deref(),
+        baked: &baked,
     });
+    let esp_mib = esp_mib(&ctx, &contents);
     let raw_tmp = work.path().join("cairn.raw");
     let layout = write_disk(&ctx, &contents, work.path(), &raw_tmp, reporter)?;
     drop(contents);
@@ -642,6 +694,8 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
             .iter()
             .map(|(m, t)| format!("{m} -> {t}"))
             .collect(),
+        esp_mib,
+        baked,
         artifacts,
     })
 }
@@ -699,7 +753,9 @@ pub fn baseline(opts: &BaselineOptions, reporter: &Reporter) -> Result<BuildRepo
         vmlinuz: &kernel.vmlinuz,
         initramfs: &initramfs,
         machine_config: None,
+        baked: &[],
     });
+    let esp_mib = esp_mib(&ctx, &contents);
     let raw_tmp = work.path().join("baseline.raw");
     write_disk(&ctx, &contents, work.path(), &raw_tmp, reporter)?;
     let raw_out = opts.output.join("baseline.raw");
@@ -719,6 +775,8 @@ pub fn baseline(opts: &BaselineOptions, reporter: &Reporter) -> Result<BuildRepo
         modules_shipped: 0,
         modules_builtin: Vec::new(),
         softdeps_unmet: Vec::new(),
+        esp_mib,
+        baked: Vec::new(),
         artifacts,
     })
 }

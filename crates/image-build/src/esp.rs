@@ -7,11 +7,16 @@
 //! writes the set in sorted order with every timestamp at
 //! `SOURCE_DATE_EPOCH` and a derived volume id, so the bytes are stable.
 //! [`crate::fat_dots`] then puts each directory's `.` and `..` entries in
-//! the form `fsck.fat` expects. `loader.conf` never sets `default`: with it, systemd-boot keeps booting
+//! the form `fsck.fat` expects. Baked image archives ([`crate::bake`]) go
+//! in the version directory and are streamed from the build host rather
+//! than held in memory. `loader.conf` never sets `default`: with it, systemd-boot keeps booting
 //! an entry whose boot counter ran out instead of falling back.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+use crate::bake::{self, BakedArchive};
 
 use crate::profile::KernelCmdline;
 use crate::reproducible::SourceDateEpoch;
@@ -48,10 +53,41 @@ pub fn bls_entry(version: &str, cmdline: &KernelCmdline) -> String {
     )
 }
 
-/// Files to put on the ESP: path (relative, `/`-separated) -> bytes.
+/// What one ESP file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EspFile {
+    /// Bytes made by the build.
+    Bytes(Vec<u8>),
+    /// A file on the build host, copied in as it is (baked archives can be
+    /// larger than the builder should hold in memory). `len` was taken
+    /// when the file was checked; a file that changed size since fails
+    /// the write.
+    Host { path: PathBuf, len: u64 },
+}
+
+impl EspFile {
+    pub fn len(&self) -> u64 {
+        match self {
+            EspFile::Bytes(data) => data.len() as u64,
+            EspFile::Host { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for EspFile {
+    fn from(data: Vec<u8>) -> Self {
+        EspFile::Bytes(data)
+    }
+}
+
+/// Files to put on the ESP: path (relative, `/`-separated) -> contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EspContents {
-    pub files: BTreeMap<String, Vec<u8>>,
+    pub files: BTreeMap<String, EspFile>,
 }
 
 /// Inputs of an ESP.
@@ -64,31 +100,57 @@ pub struct EspInputs<'a> {
     pub initramfs: &'a [u8],
     /// Optional first-boot machine config (`cairn/config.toml`).
     pub machine_config: Option<&'a [u8]>,
+    /// Archives to bake into the image store, checked already.
+    pub baked: &'a [BakedArchive],
 }
 
 impl EspContents {
     pub fn cairn(inputs: &EspInputs<'_>) -> Self {
         let dir = version_dir(inputs.version);
-        let mut files = BTreeMap::new();
+        let mut files: BTreeMap<String, EspFile> = BTreeMap::new();
         files.insert(
             "EFI/BOOT/BOOTX64.EFI".to_owned(),
-            inputs.systemd_boot.to_vec(),
+            inputs.systemd_boot.to_vec().into(),
         );
-        files.insert("loader/loader.conf".to_owned(), loader_conf().into_bytes());
+        files.insert(
+            "loader/loader.conf".to_owned(),
+            loader_conf().into_bytes().into(),
+        );
         files.insert(
             entry_path(inputs.version),
-            bls_entry(inputs.version, inputs.cmdline).into_bytes(),
+            bls_entry(inputs.version, inputs.cmdline)
+                .into_bytes()
+                .into(),
         );
-        files.insert(format!("{dir}/vmlinuz"), inputs.vmlinuz.to_vec());
-        files.insert(format!("{dir}/initramfs.img"), inputs.initramfs.to_vec());
+        files.insert(format!("{dir}/vmlinuz"), inputs.vmlinuz.to_vec().into());
+        files.insert(
+            format!("{dir}/initramfs.img"),
+            inputs.initramfs.to_vec().into(),
+        );
         if let Some(config) = inputs.machine_config {
-            files.insert("cairn/config.toml".to_owned(), config.to_vec());
+            files.insert("cairn/config.toml".to_owned(), config.to_vec().into());
+        }
+        if !inputs.baked.is_empty() {
+            let images = bake::images_dir(inputs.version);
+            for archive in inputs.baked {
+                files.insert(
+                    format!("{images}/{}", archive.name),
+                    EspFile::Host {
+                        path: archive.source.clone(),
+                        len: archive.len,
+                    },
+                );
+            }
+            files.insert(
+                format!("{images}/{}", bake::SUMS_FILE),
+                bake::sums_file(inputs.baked).into_bytes().into(),
+            );
         }
         Self { files }
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.files.values().map(|d| d.len() as u64).sum()
+        self.files.values().map(EspFile::len).sum()
     }
 }
 
@@ -104,6 +166,12 @@ pub enum EspError {
     },
     #[error("the ESP files need {needed} bytes but the partition holds {available}")]
     TooSmall { needed: u64, available: u64 },
+    #[error("{path} was {expected} bytes when checked but {actual} when copied to the ESP")]
+    Changed {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("repairing the ESP's directory entries")]
     DotEntries(#[source] crate::fat_dots::FatDotsError),
 }
@@ -205,7 +273,21 @@ where
             }
             let mut file = dir.create_file(name).map_err(write_err)?;
             file.truncate().map_err(write_err)?;
-            file.write_all(data).map_err(write_err)?;
+            match data {
+                EspFile::Bytes(bytes) => file.write_all(bytes).map_err(write_err)?,
+                EspFile::Host { path: host, len } => {
+                    let source = std::fs::File::open(host).map_err(write_err)?;
+                    let copied =
+                        std::io::copy(&mut source.take(len + 1), &mut file).map_err(write_err)?;
+                    if copied != *len {
+                        return Err(EspError::Changed {
+                            path: host.clone(),
+                            expected: *len,
+                            actual: copied,
+                        });
+                    }
+                }
+            }
             file.flush().map_err(write_err)?;
         }
     }
@@ -248,6 +330,7 @@ mod tests {
             vmlinuz: &[1; 5000],
             initramfs: &[2; 70_000],
             machine_config: Some(b"hostname = \"a\"\n"),
+            baked: &[],
         })
     }
 
@@ -276,7 +359,7 @@ mod tests {
             let mut f = root.open_file(path).unwrap();
             let mut back = Vec::new();
             f.read_to_end(&mut back).unwrap();
-            assert_eq!(&back, data, "{path}");
+            assert_eq!(&EspFile::Bytes(back), data, "{path}");
         }
         let entry = root
             .open_dir("loader/entries")
@@ -293,10 +376,73 @@ mod tests {
     }
 
     #[test]
+    fn baked_archives_are_copied_from_the_host_beside_their_sums() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("redis.tar");
+        let archive: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &archive).unwrap();
+        let baked = [BakedArchive {
+            source,
+            name: "redis.tar".to_owned(),
+            len: archive.len() as u64,
+            sha256: "ab".repeat(32),
+            images: vec!["redis:7".to_owned()],
+        }];
+        let contents = EspContents::cairn(&EspInputs {
+            version: "0.1.0",
+            cmdline: &cmdline(),
+            systemd_boot: b"MZ-boot",
+            vmlinuz: &[1; 5000],
+            initramfs: &[2; 70_000],
+            machine_config: None,
+            baked: &baked,
+        });
+        let disk = Cursor::new(vec![0u8; 40 * 1024 * 1024]);
+        let epoch = SourceDateEpoch::new(1_700_000_000).unwrap();
+        let img = write_fat32(disk, &contents, 7, epoch).unwrap().into_inner();
+        let fs = fatfs::FileSystem::new(Cursor::new(img), fatfs::FsOptions::new()).unwrap();
+        let read = |path: &str| {
+            let mut back = Vec::new();
+            fs.root_dir()
+                .open_file(path)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            back
+        };
+        assert!(read("cairn/0.1.0/images/redis.tar") == archive);
+        assert_eq!(
+            String::from_utf8(read("cairn/0.1.0/images/SHA256SUMS")).unwrap(),
+            format!("{}  redis.tar\n", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn a_baked_archive_that_changed_size_since_its_check_fails_the_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("a.tar");
+        std::fs::write(&source, [0u8; 2000]).unwrap();
+        let mut contents = contents();
+        contents.files.insert(
+            "cairn/0.1.0/images/a.tar".to_owned(),
+            EspFile::Host {
+                path: source,
+                len: 1000,
+            },
+        );
+        let disk = Cursor::new(vec![0u8; 40 * 1024 * 1024]);
+        let epoch = SourceDateEpoch::new(1_700_000_000).unwrap();
+        assert!(matches!(
+            write_fat32(disk, &contents, 1, epoch),
+            Err(EspError::Changed { actual: 1001, .. })
+        ));
+    }
+
+    #[test]
     fn contents_larger_than_the_partition_are_refused() {
         let mut big = contents();
         big.files
-            .insert("huge".to_owned(), vec![0; 41 * 1024 * 1024]);
+            .insert("huge".to_owned(), vec![0; 41 * 1024 * 1024].into());
         let disk = Cursor::new(vec![0u8; 40 * 1024 * 1024]);
         let epoch = SourceDateEpoch::new(1_700_000_000).unwrap();
         assert!(matches!(

@@ -56,7 +56,9 @@
 //!    `/dev/console` as char 5:1), optionally gzip.
 //! 7. **ESP** ([`esp`]): FAT32 via `fatfs` with systemd-boot, `loader.conf`
 //!    (`timeout 0`, never `default`) and one BLS entry
-//!    `cairn-<version>.conf`.
+//!    `cairn-<version>.conf`; with `--bake-image`, the checked
+//!    oci-archives ([`bake`]) under `cairn/<version>/images/`, the ESP
+//!    grown past the profile's size when they need it.
 //! 8. **STATE** ([`state`]): an empty ext4 made by `mkfs.ext4` on a plain
 //!    file with pinned UUID, hash seed and fake time.
 //! 9. **Disk** ([`disk`]): GPT (protective MBR + both tables) with the two
@@ -83,6 +85,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bake;
 pub mod binaries;
 pub mod build;
 pub mod checksums;

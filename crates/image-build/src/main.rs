@@ -37,6 +37,11 @@ enum Command {
         /// Put this machine config on the ESP as cairn/config.toml.
         #[arg(long)]
         machine_config: Option<PathBuf>,
+        /// Bake this oci-archive (as `cairn-image oci archive` or `skopeo
+        /// copy ... oci-archive:FILE` write it) into the ESP; cairnd imports
+        /// it into the image store on first start. Repeatable.
+        #[arg(long = "bake-image", value_name = "FILE")]
+        bake_images: Vec<PathBuf>,
         /// Download cache (default: $CAIRN_CACHE or ~/.cache/cairn-image).
         #[arg(long)]
         cache: Option<PathBuf>,
@@ -224,6 +229,7 @@ fn run() -> anyhow::Result<()> {
             profile,
             binaries,
             machine_config,
+            bake_images,
             cache,
         } => {
             let binaries = match binaries {
@@ -241,6 +247,7 @@ fn run() -> anyhow::Result<()> {
                     source_date_epoch: epoch,
                     repo: workspace(),
                     machine_config,
+                    bake_images,
                 },
                 &reporter,
             )
@@ -277,5 +284,41 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_args(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec!["cairn-image", "build", "--output", "out"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn bake_image_is_repeatable_and_keeps_the_order_given() {
+        let cli = build_args(&["--bake-image", "b.tar", "--bake-image", "/x/a.tar"]).unwrap();
+        let Command::Build { bake_images, .. } = cli.command else {
+            panic!("not a build command");
+        };
+        assert_eq!(
+            bake_images,
+            [PathBuf::from("b.tar"), PathBuf::from("/x/a.tar")]
+        );
+    }
+
+    #[test]
+    fn a_build_bakes_nothing_unless_asked() {
+        let Command::Build { bake_images, .. } = build_args(&[]).unwrap().command else {
+            panic!("not a build command");
+        };
+        assert!(bake_images.is_empty());
+    }
+
+    #[test]
+    fn bake_image_needs_a_file() {
+        assert!(build_args(&["--bake-image"]).is_err());
     }
 }

@@ -45,28 +45,61 @@ fn options(profile: PathBuf, output: PathBuf, bins: &Path) -> BuildOptions {
         source_date_epoch: Some("1700000000".to_owned()),
         repo: workspace(),
         machine_config: None,
+        bake_images: Vec::new(),
     }
 }
 
+/// A small oci-archive holding one image, `baked:1`, as `cairn-image oci
+/// from-dir` and `oci archive` make it.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: any failure is the test failing"
+)]
+fn baked_archive(dir: &Path) -> PathBuf {
+    use image_build::oci_image::{self, ImageSettings, Tree};
+    let root = dir.join("baked-root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/motd"), b"baked into the ESP\n").unwrap();
+    let mut tree = Tree::default();
+    tree.add_root(&root, &[]).unwrap();
+    let layout = dir.join("baked-layout");
+    oci_image::build_image(
+        &tree,
+        &ImageSettings::default(),
+        &oci::RefName::parse("baked:1").unwrap(),
+        &layout,
+        0,
+        "full_build test",
+    )
+    .unwrap();
+    let archive = dir.join("baked.tar");
+    oci::archive::write_archive_file(&oci::Layout::open(&layout).unwrap(), &archive).unwrap();
+    archive
+}
+
+/// Both builds bake the same oci-archive, so this also proves baked
+/// images keep the image reproducible and land on the ESP intact.
 #[test]
 fn two_builds_from_the_same_inputs_are_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let bins = tmp.path().join("bins");
     std::fs::create_dir(&bins).unwrap();
     stand_in_binaries(&bins);
+    let archive = baked_archive(tmp.path());
+    let with_bake = |output: PathBuf| BuildOptions {
+        bake_images: vec![archive.clone()],
+        ..options(default_profile(), output, &bins)
+    };
 
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    let report = build::build(
-        &options(default_profile(), a.clone(), &bins),
-        &Reporter::quiet(),
-    )
-    .unwrap();
-    build::build(
-        &options(default_profile(), b.clone(), &bins),
-        &Reporter::quiet(),
-    )
-    .unwrap();
+    let report = build::build(&with_bake(a.clone()), &Reporter::quiet()).unwrap();
+    build::build(&with_bake(b.clone()), &Reporter::quiet()).unwrap();
+    assert_eq!(report.baked.len(), 1);
+    assert_eq!(report.baked[0].images, ["baked:1"]);
+    // A small archive fits the profile's ESP; only large ones grow it.
+    let profile = Profile::load(&default_profile()).unwrap();
+    assert_eq!(report.esp_mib, profile.disk.esp_size_mib);
 
     let artifacts = [
         "pxe/initramfs.img",
@@ -98,8 +131,8 @@ fn two_builds_from_the_same_inputs_are_byte_identical() {
         &image_build::initramfs::decompress(&std::fs::read(a.join("pxe/initramfs.img")).unwrap())
             .unwrap(),
     );
-    check_esp(&a.join("cairn.raw"));
-    check_partitions_with_fsck(&a.join("cairn.raw"), tmp.path());
+    check_esp(&a.join("cairn.raw"), report.esp_mib, &archive);
+    check_partitions_with_fsck(&a.join("cairn.raw"), report.esp_mib, tmp.path());
     let status = std::process::Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(&a)
@@ -272,16 +305,16 @@ fn check_initramfs_modules(initramfs: &[u8]) {
     assert!(files[&format!("{moddir}/{}", ext4.module)].starts_with(b"\x7fELF"));
 }
 
-/// The ESP inside cairn.raw is FAT32 with systemd-boot and the BLS entry.
+/// The ESP inside cairn.raw is FAT32 with systemd-boot, the BLS entry and
+/// the baked archive `baked` beside its SHA256SUMS.
 #[expect(
     clippy::unwrap_used,
     reason = "a test helper: any failure is the test failing"
 )]
-fn check_esp(raw: &Path) {
+fn check_esp(raw: &Path, esp_mib: u32, baked: &Path) {
     use std::io::{Read, Seek, SeekFrom};
     let profile = Profile::load(&default_profile()).unwrap();
-    let layout =
-        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let layout = image_build::disk::DiskLayout::plan(esp_mib, profile.disk.state_size_mib);
     let mut file = std::fs::File::open(raw).unwrap();
     file.seek(SeekFrom::Start(layout.esp.offset_bytes()))
         .unwrap();
@@ -305,6 +338,22 @@ fn check_esp(raw: &Path) {
         .read_to_end(&mut boot)
         .unwrap();
     assert!(boot.starts_with(b"MZ"));
+    let original = std::fs::read(baked).unwrap();
+    let mut copy = Vec::new();
+    root.open_file(&format!("cairn/{version}/images/baked.tar"))
+        .unwrap()
+        .read_to_end(&mut copy)
+        .unwrap();
+    assert!(copy == original, "the baked archive differs on the ESP");
+    let mut sums = String::new();
+    root.open_file(&format!("cairn/{version}/images/SHA256SUMS"))
+        .unwrap()
+        .read_to_string(&mut sums)
+        .unwrap();
+    assert_eq!(
+        sums,
+        format!("{}  baked.tar\n", oci::Digest::of(&original).hex())
+    );
 }
 
 /// Runs the filesystem checkers operators would run (dosfstools' fsck.fat,
@@ -313,11 +362,10 @@ fn check_esp(raw: &Path) {
     clippy::unwrap_used,
     reason = "a test helper: any failure is the test failing"
 )]
-fn check_partitions_with_fsck(raw: &Path, scratch: &Path) {
+fn check_partitions_with_fsck(raw: &Path, esp_mib: u32, scratch: &Path) {
     use std::io::{Read, Seek, SeekFrom, Write};
     let profile = Profile::load(&default_profile()).unwrap();
-    let layout =
-        image_build::disk::DiskLayout::plan(profile.disk.esp_size_mib, profile.disk.state_size_mib);
+    let layout = image_build::disk::DiskLayout::plan(esp_mib, profile.disk.state_size_mib);
     let checks = [
         ("esp.img", layout.esp, "fsck.fat", vec!["-n"], "dosfstools"),
         (

@@ -94,6 +94,7 @@ impl ApiOptions {
             renew_check: RENEW_CHECK_INTERVAL,
             member: MemberOptions::under(state_dir),
             images_dir: state_dir.join(crate::images::IMAGES_DIR),
+            baked_images_dir: crate::images::baked::default_dir(),
             containers_dir: state_dir.join(crate::containers::CONTAINERS_DIR),
             volumes_dir: state_dir.join(crate::containers::VOLUMES_DIR),
             shim: PathBuf::from(runtime::paths::SHIM_BINARY),

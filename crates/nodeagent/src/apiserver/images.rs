@@ -4,8 +4,9 @@
 //! over a bounded channel to the store's import on a blocking thread, so an
 //! archive of gigabytes never sits in memory; an export's archive is
 //! written on a blocking thread into a channel that the response body
-//! drains. The store is opened on first use, which is also when what a
-//! crash left half-done is cleaned up.
+//! drains. The store is opened on first use (the agent asks for it at
+//! start), which is also when what a crash left half-done is cleaned up
+//! and the baked images are imported ([`crate::images::baked`]).
 
 use std::io;
 use std::sync::Arc;
@@ -58,9 +59,16 @@ impl ServerState {
         self.images
             .get_or_try_init(|| async {
                 let dir = self.options.images_dir.clone();
-                let opened = tokio::task::spawn_blocking(move || ImageStore::open(&dir))
-                    .await
-                    .map_err(|e| Failure::internal("the image store task failed", &e))?;
+                let baked = self.options.baked_images_dir.clone();
+                // Baked images are in before anyone gets the store, so a
+                // `ctr run` right after first boot finds them.
+                let opened = tokio::task::spawn_blocking(move || {
+                    ImageStore::open(&dir).inspect(|store| {
+                        crate::images::baked::import_all(store, &baked);
+                    })
+                })
+                .await
+                .map_err(|e| Failure::internal("the image store task failed", &e))?;
                 opened
                     .map(Arc::new)
                     .map_err(|e| Failure::internal("cannot open the image store", &e))

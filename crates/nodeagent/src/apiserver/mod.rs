@@ -110,6 +110,9 @@ pub struct ApiOptions {
     pub member: MemberOptions,
     /// The image content store, `/var/lib/cairn/images`.
     pub images_dir: PathBuf,
+    /// oci-archives baked into the image, imported when the store opens:
+    /// `/efi/cairn/<version>/images`.
+    pub baked_images_dir: PathBuf,
     /// One directory per container, `/var/lib/cairn/containers`.
     pub containers_dir: PathBuf,
     /// Named volumes, `/var/lib/cairn/volumes`.

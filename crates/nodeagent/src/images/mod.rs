@@ -47,7 +47,11 @@
 //! Pulls ([`pull`]) fetch from registries named in the machine config's
 //! `[[registries]]` (mirrors first, then the upstream), streaming each blob
 //! through an [`IngestBlob`] into the store.
+//!
+//! Baked images ([`baked`]): oci-archives the image builder put on the
+//! ESP are imported when the store is opened, once per archive digest.
 
+pub mod baked;
 mod channel;
 pub mod pull;
 mod reference;
