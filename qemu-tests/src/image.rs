@@ -117,7 +117,9 @@ impl Image {
             // SHA256SUMS is written last by the builder; removing it first
             // means a build that dies halfway never looks fresh.
             remove_if_present(&dir.join(SUMS_FILE))?;
-            run_cargo_image(&["build", "--output"], &dir)?;
+            let baked = build_baked_busybox(&paths::harness_dir().join("baked"))?;
+            let baked = baked.to_string_lossy();
+            run_cargo_image(&["build", "--bake-image", &baked, "--output"], &dir)?;
         }
         Self::from_dir(&dir, "cargo run --release -p image-build -- build")
     }
@@ -221,6 +223,43 @@ fn remove_if_present(path: &Path) -> Result<(), ImageError> {
             source,
         }),
     }
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), ImageError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ImageError::Cleanup {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The reference of the busybox image baked into the shared image, in
+/// every node's store from its first start.
+pub const BAKED_BUSYBOX: &str = "busybox:baked";
+
+/// Builds the busybox image from Debian's `busybox-static` as an
+/// oci-archive in `dir` (`busybox.tar`), for `--bake-image`.
+fn build_baked_busybox(dir: &Path) -> Result<PathBuf, ImageError> {
+    let layout = dir.join("layout");
+    let archive = dir.join("busybox.tar");
+    // A fresh layout each time: `from-debs` adds to an existing one.
+    remove_dir_if_present(dir)?;
+    let layout_arg = layout.to_string_lossy();
+    run_oci(&[
+        "from-debs",
+        "busybox-static",
+        "--ref",
+        BAKED_BUSYBOX,
+        "--out",
+        &layout_arg,
+        "--entrypoint",
+        "/bin/busybox",
+    ])?;
+    run_oci(&["archive", &layout_arg, &archive.to_string_lossy()])?;
+    Ok(archive)
 }
 
 /// Runs the image builder through cargo, with its output on our stderr so a
