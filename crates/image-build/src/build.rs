@@ -16,7 +16,7 @@ use crate::convert::{self, ConvertError, TargetFormat};
 use crate::deb::{self, FetchError, PinnedPackage, UnpackedPackage};
 use crate::disk::{self, DiskError, DiskLayout};
 use crate::esp::{self, EspContents, EspError, EspInputs};
-use crate::initramfs::{self, CairnContents, CompressError, TreeError};
+use crate::initramfs::{self, CaBundleError, CairnContents, CompressError, TreeError};
 use crate::modules::{
     self, Closure, DecompressError, ModInfo, ModinfoError, ModuleTree, ModuleTreeError,
     ResolveError,
@@ -80,6 +80,8 @@ pub enum BuildError {
     Tree(#[from] TreeError),
     #[error("compressing the initramfs")]
     Compress(#[from] CompressError),
+    #[error("making the CA bundle")]
+    CaBundle(#[from] CaBundleError),
     #[error("writing the ESP")]
     Esp(#[from] EspError),
     #[error("checking the images to bake")]
@@ -219,6 +221,29 @@ struct Kernel {
     release: String,
     vmlinuz: Vec<u8>,
     module_dir: PathBuf,
+}
+
+/// Mozilla's CA roots from the pinned `ca-certificates` package, as one
+/// PEM bundle.
+fn fetch_ca_bundle(
+    ctx: &Context,
+    cache: &Path,
+    reporter: &Reporter,
+) -> Result<Vec<u8>, BuildError> {
+    let pkg = PinnedPackage {
+        name: ctx.profile.trust.ca_package.clone(),
+        version: ctx.profile.trust.ca_version.clone(),
+        version_key: "trust.ca-version",
+    };
+    let step = reporter.step(&format!("fetching {}={}", pkg.name, pkg.version));
+    let unpacked = deb::fetch_and_unpack(&pkg, cache)?;
+    let dir = unpacked.root.join("usr/share/ca-certificates/mozilla");
+    let (bundle, count) = initramfs::ca_bundle(&dir)?;
+    step.finish(&format!(
+        "{count} roots, {}",
+        human_bytes(bundle.len() as u64)
+    ));
+    Ok(bundle)
 }
 
 fn fetch_kernel(ctx: &Context, cache: &Path, reporter: &Reporter) -> Result<Kernel, BuildError> {
@@ -530,6 +555,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
     let systemd_boot = read_systemd_boot()?;
 
     let kernel = fetch_kernel(&ctx, &opts.cache, reporter)?;
+    let ca_bundle = fetch_ca_bundle(&ctx, &opts.cache, reporter)?;
     let bins = get_binaries(&opts.binaries, reporter)?;
     let shipped = ship_modules(&ctx, &kernel, reporter)?;
 
@@ -546,6 +572,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport, Bu
     // The container shim sits next to cairnd, which starts it by this path
     // (runtime::paths::SHIM_BINARY).
     tree.file("usr/bin/cairn-shim", 0o755, bins.shim.clone())?;
+    tree.dir("etc/ssl", 0o755)?;
+    tree.dir("etc/ssl/certs", 0o755)?;
+    tree.file(initramfs::CA_BUNDLE, 0o644, ca_bundle)?;
     let cpio = tree.to_cpio(ctx.epoch);
     let uncompressed = cpio.len() as u64;
     let initramfs = initramfs::compress(cpio, ctx.profile.initramfs.compression)?;

@@ -205,6 +205,59 @@ pub struct CairnContents<'a> {
     pub modules_load: Vec<String>,
 }
 
+/// Where the node's CA roots are (the path rustls-native-certs and
+/// OpenSSL look at first on Debian-like systems).
+pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+/// Why the CA bundle could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("reading the CA certificates in {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no .crt files: is it ca-certificates' mozilla directory?")]
+    Empty { path: std::path::PathBuf },
+    #[error("{path} is not a PEM certificate")]
+    NotPem { path: std::path::PathBuf },
+}
+
+/// Every `.crt` in `dir`, in name order (so the bundle is reproducible),
+/// concatenated into one PEM bundle; and how many there were.
+pub fn ca_bundle(dir: &std::path::Path) -> Result<(Vec<u8>, usize), CaBundleError> {
+    let read = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| CaBundleError::Read { path, source }
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read(dir))? {
+        let path = entry.map_err(read(dir))?.path();
+        if path.extension().is_some_and(|e| e == "crt") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(CaBundleError::Empty {
+            path: dir.to_owned(),
+        });
+    }
+    let mut bundle = Vec::new();
+    for path in &files {
+        let pem = std::fs::read(path).map_err(read(path))?;
+        if !pem.starts_with(b"-----BEGIN CERTIFICATE-----") {
+            return Err(CaBundleError::NotPem { path: path.clone() });
+        }
+        bundle.extend_from_slice(&pem);
+        if !pem.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+    }
+    Ok((bundle, files.len()))
+}
+
 /// `/etc/os-release` for Cairn `version`.
 pub fn os_release(version: &str) -> String {
     format!(
@@ -516,6 +569,30 @@ mod tests {
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut back)
             .unwrap();
         assert_eq!(back, cpio);
+    }
+
+    #[test]
+    fn the_ca_bundle_is_every_crt_in_name_order_and_refuses_non_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.crt"), "-----BEGIN CERTIFICATE-----\nB\n").unwrap();
+        std::fs::write(dir.path().join("a.crt"), "-----BEGIN CERTIFICATE-----\nA").unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate").unwrap();
+        let (bundle, count) = ca_bundle(dir.path()).unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            String::from_utf8(bundle).unwrap(),
+            "-----BEGIN CERTIFICATE-----\nA\n-----BEGIN CERTIFICATE-----\nB\n"
+        );
+        std::fs::write(dir.path().join("c.crt"), "garbage").unwrap();
+        assert!(matches!(
+            ca_bundle(dir.path()),
+            Err(CaBundleError::NotPem { .. })
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ca_bundle(empty.path()),
+            Err(CaBundleError::Empty { .. })
+        ));
     }
 
     #[test]

@@ -259,6 +259,7 @@ pub struct Profile {
     pub initramfs: InitramfsConfig,
     pub disk: DiskConfig,
     pub ova: OvaConfig,
+    pub trust: TrustConfig,
     pub baseline: BaselineConfig,
 }
 
@@ -350,6 +351,16 @@ pub struct OvaConfig {
     pub memory_mib: u32,
 }
 
+/// The CA roots the node trusts for registries its machine config gives
+/// no `ca` of their own (Mozilla's, as Debian packages them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustConfig {
+    /// Debian's `ca-certificates`.
+    pub ca_package: PackageName,
+    pub ca_version: DebVersion,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BaselineConfig {
@@ -438,6 +449,9 @@ state-size-mib = 256
 [ova]
 cpus = 2
 memory-mib = 2048
+[trust]
+ca-package = "ca-certificates"
+ca-version = "20250419~deb12u2"
 [baseline]
 busybox-package = "busybox-static"
 busybox-version = "1:1.35.0-4+deb12u1+b1"

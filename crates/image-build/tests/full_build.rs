@@ -232,8 +232,8 @@ fn a_module_that_does_not_exist_is_a_build_error_naming_it() {
     );
 }
 
-/// Every path modules.dep mentions is in the archive, and every module
-/// named in modules-load and modules.alias is shipped.
+/// Every path modules.dep mentions is in the archive, every module named
+/// in modules-load and modules.alias is shipped, and the CA roots are.
 #[expect(
     clippy::unwrap_used,
     reason = "a test helper: any failure is the test failing"
@@ -278,6 +278,10 @@ fn check_initramfs_modules(initramfs: &[u8]) {
     for alias in image_build::modules::parse_modules_alias(&text("modules.alias")).unwrap() {
         assert!(shipped.contains(alias.module.as_str()), "{}", alias.module);
     }
+    // The node's CA roots, for registries with no `ca` of their own.
+    let roots = String::from_utf8(files[image_build::initramfs::CA_BUNDLE].clone()).unwrap();
+    let count = roots.matches("-----BEGIN CERTIFICATE-----").count();
+    assert!(count > 100, "only {count} CA roots in the initramfs");
     let load = String::from_utf8(files["etc/cairn/modules-load"].clone()).unwrap();
     assert!(load.lines().next() == Some("crc32c_generic"));
     for name in load.lines() {

@@ -276,6 +276,11 @@ pub enum ClientError {
     /// The HTTP client refused its settings.
     #[error("the HTTP client refused its settings")]
     Build(#[source] OciDistributionError),
+    /// The node has no CA roots (`/etc/ssl/certs/ca-certificates.crt`).
+    #[error(
+        "this node has no CA roots (/etc/ssl/certs/ca-certificates.crt), so no HTTPS client can be made"
+    )]
+    NoRoots,
 }
 
 /// One registry's client and credentials.
@@ -369,8 +374,15 @@ impl Puller {
                 })
                 .collect();
         }
-        let client =
-            oci_client::Client::try_from(config).map_err(|e| client_err(ClientError::Build(e)))?;
+        // oci-client also builds a default HTTP client beside the
+        // configured one, and that panics when the node has no CA roots
+        // at all (an image built without its trust store): the pull must
+        // fail saying so, not take the agent down.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            oci_client::Client::try_from(config)
+        }))
+        .map_err(|_| client_err(ClientError::NoRoots))?;
+        let client = built.map_err(|e| client_err(ClientError::Build(e)))?;
         let auth = match entry.and_then(|e| e.auth.as_ref()) {
             None => RegistryAuth::Anonymous,
             Some(RegistryAuthConfig::Basic { username, password }) => {
