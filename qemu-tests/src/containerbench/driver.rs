@@ -15,7 +15,7 @@
 //! takes the time, so the number includes the runtime's whole start path
 //! (namespaces, cgroup, mounts, exec of the container's shell) and
 //! nothing of the driver's polling. Both clocks are `Instant`
-//! (CLOCK_MONOTONIC).
+//! (`CLOCK_MONOTONIC`).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -218,10 +218,10 @@ fn kb_fields(path: &str, keys: &[&str]) -> Res<BTreeMap<String, u64>> {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
         };
-        if keys.contains(&key) {
-            if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) {
-                out.insert(key.to_owned(), v);
-            }
+        if keys.contains(&key)
+            && let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse().ok())
+        {
+            out.insert(key.to_owned(), v);
         }
     }
     Ok(out)
@@ -272,11 +272,10 @@ fn rss(ready: &Ready, template: &str, count: usize) -> Res<()> {
             for line in smaps.lines() {
                 let first = line.split_whitespace().next().unwrap_or("");
                 if first.contains('-') && !first.ends_with(':') {
-                    name = line
-                        .split_whitespace()
+                    line.split_whitespace()
                         .nth(5)
                         .unwrap_or("[anon]")
-                        .to_owned();
+                        .clone_into(&mut name);
                 } else if let Some(v) = line.strip_prefix("Rss:") {
                     let kb = v.split_whitespace().next().unwrap_or("0");
                     if kb != "0" {
