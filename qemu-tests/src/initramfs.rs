@@ -79,10 +79,32 @@ fn run(command: &mut Command) -> Result<Vec<u8>, TestInitramfsError> {
 /// # Errors
 /// Cargo failing, or the binary not being static.
 pub fn static_binary(package: &str, bin: &str) -> Result<Vec<u8>, TestInitramfsError> {
+    static_binary_with_profile(package, bin, "release")
+}
+
+/// As [`static_binary`], with the cargo profile named: e.g.
+/// [`image_build::binaries::PROFILE`] for the binary exactly as the image
+/// ships it (fat LTO), which is what a benchmark should measure.
+///
+/// # Errors
+/// Cargo failing, or the binary not being static.
+pub fn static_binary_with_profile(
+    package: &str,
+    bin: &str,
+    profile: &str,
+) -> Result<Vec<u8>, TestInitramfsError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let messages = run(Command::new(cargo)
         .current_dir(crate::paths::workspace_root())
-        .args(["build", "--release", "--target", TARGET, "-p", package])
+        .args([
+            "build",
+            "--profile",
+            profile,
+            "--target",
+            TARGET,
+            "-p",
+            package,
+        ])
         .arg("--message-format=json-render-diagnostics")
         .env("CARGO_TARGET_DIR", crate::paths::target_dir())
         .env("RUSTFLAGS", "-C target-feature=+crt-static"))?;

@@ -39,6 +39,9 @@
 //!   loopback (binary `cairn-cluster-bench`, and the kill -9 test);
 //!   [`benchrun`] is what both network benchmarks do before and after
 //!   measuring (root and tools, host facts, log directory, JSON report).
+//! - [`containerbench`] is the container benchmark (binary
+//!   `cairn-container-bench`): cairn-shim against crun in one VM booted
+//!   with a test initramfs ([`initramfs`]), and the shim's memory.
 //!
 //! ## Teardown
 //!
@@ -63,6 +66,7 @@ pub mod benchrun;
 pub mod cli;
 pub mod clusterbench;
 pub mod console;
+pub mod containerbench;
 pub mod http;
 pub mod image;
 pub mod initramfs;

@@ -335,6 +335,7 @@ impl Shim {
         // freed again; hand those pages back so the shim stays small for
         // the container's lifetime.
         sys::trim_heap();
+        sys::drop_text_pages();
         self.restart_at = None;
         self.state.status = Status::Running;
         self.state.pid = u32::try_from(pid).ok();

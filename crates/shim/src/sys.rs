@@ -290,6 +290,63 @@ pub fn trim_heap() {
     }
 }
 
+/// The `(start, length)` of every file-backed, read-only executable
+/// mapping in a `/proc/PID/maps` text: program text (the static shim's
+/// own, or a dynamic build's and its libraries'), never the kernel's
+/// `[vdso]`/`[vsyscall]` pages and never anything writable.
+pub fn text_mappings(maps: &str) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            let path = fields.nth(3)?;
+            if perms != "r-xp" || !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (end > start).then_some((start, end - start))
+        })
+        .collect()
+}
+
+/// Unmaps the pages of the shim's program text from its page tables, to
+/// be faulted back from the page cache as they are used: starting a
+/// container runs much code (spec parsing, libcontainer) that the serving
+/// loop never runs again, and without this those pages count in the
+/// shim's RSS for the container's whole life. Returns the bytes advised.
+///
+/// Only read-only executable file mappings are touched: they never hold
+/// private changes (no relocation writes text), so `MADV_DONTNEED` on
+/// them loses nothing; data and RELRO pages, which were written, are left
+/// alone. On a node the binary lives in a tmpfs, so a refault is a minor
+/// fault, never disk I/O.
+pub fn drop_text_pages() -> usize {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return 0;
+    };
+    let mut advised = 0;
+    for (start, len) in text_mappings(&maps) {
+        // SAFETY: the range is a whole mapping the kernel listed for this
+        // process, read-only and executable, so no Rust object lives in it
+        // and dropping its pages only makes the next access fault them back
+        // from the file unchanged (the code running now included).
+        let rc = unsafe {
+            nix::libc::madvise(
+                start as *mut nix::libc::c_void,
+                len,
+                nix::libc::MADV_DONTNEED,
+            )
+        };
+        if rc == 0 {
+            advised += len;
+        }
+    }
+    advised
+}
+
 /// Whether `/` is the kernel's initramfs `rootfs` mount. `pivot_root`
 /// cannot leave that mount (it has no parent), and libcontainer's
 /// fallback (move the root and chroot) leaves `exec`'d processes, which
@@ -341,5 +398,42 @@ mod tests {
         )
         .expect("write");
         assert_eq!(oom_kills(dir.path()), 1);
+    }
+
+    #[test]
+    fn only_read_only_executable_file_mappings_count_as_text() {
+        let maps = "\
+55d000000000-55d000001000 r--p 00000000 00:1a 12 /usr/bin/cairn-shim
+55d000001000-55d000400000 r-xp 00001000 00:1a 12 /usr/bin/cairn-shim
+55d000400000-55d000500000 r--p 00400000 00:1a 12 /usr/bin/cairn-shim
+55d000500000-55d000510000 rw-p 00500000 00:1a 12 /usr/bin/cairn-shim
+55d000600000-55d000700000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000010000 rwxp 00000000 00:00 0
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+";
+        assert_eq!(
+            text_mappings(maps),
+            vec![(0x55d0_0000_1000, 0x3f_f000)],
+            "the shim's text only: not rodata/RELRO, data, heap, anonymous or kernel pages"
+        );
+    }
+
+    #[test]
+    fn dropping_text_pages_lowers_rss_and_the_code_still_runs() {
+        let rss = || {
+            std::fs::read_to_string("/proc/self/status")
+                .expect("status")
+                .lines()
+                .find_map(|l| l.strip_prefix("RssFile:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .expect("RssFile")
+        };
+        let before = rss();
+        assert!(drop_text_pages() > 0, "the test binary has text");
+        let after = rss();
+        assert!(after < before, "RssFile {before} kB -> {after} kB");
+        // Everything still runs after its pages were dropped.
+        assert_eq!(text_mappings("").len(), 0);
     }
 }
