@@ -4,8 +4,8 @@
 //! and the second node pulls an image from the first instead of from the
 //! registry.
 //!
-//! 1. A busybox image is built from the Debian package by `cairn-image oci
-//!    from-debs` and pushed to the registry with skopeo.
+//! 1. An image holding the host's static busybox is built by `cairn-image
+//!    oci from-dir` and pushed to the registry with skopeo.
 //! 2. Both VMs boot with a machine config naming the registry (its CA
 //!    inline, basic auth); node A is bootstrapped and node B joins it.
 //! 3. `cairn image pull` on A fetches every blob from the registry.
@@ -38,7 +38,7 @@ const SETTLE: Duration = Duration::from_secs(180);
 
 const USER: &str = "site";
 const PASSWORD: &str = "site-registry-password";
-const REPOSITORY: &str = "library/busybox:1";
+const REPOSITORY: &str = "site/tools:1";
 
 struct Pair<'n> {
     vms: Vec<Vm<'n>>,
@@ -104,25 +104,42 @@ fn a_second_node_pulls_an_image_from_the_first_instead_of_the_site_registry() {
     let image = Image::shared().or_panic("the Cairn image is required");
     let work = tempfile::tempdir().or_panic("a scratch directory");
     let layout = work.path().join("layout");
-    let archive = work.path().join("busybox.tar");
+    let archive = work.path().join("site.tar");
     let layout_arg = layout.to_str().expect("temp paths are UTF-8");
+    // An image of its own (the host's static busybox and a marker file):
+    // the test image's baked busybox would share its layer, and a node
+    // never fetches what its store already holds.
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).or_panic("the image root");
+    let (busybox, _) = qemu_tests::initramfs::host_busybox().or_panic("the host's busybox");
+    std::fs::write(root.join("bin/busybox"), busybox).or_panic("copying busybox");
+    std::fs::set_permissions(
+        root.join("bin/busybox"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .or_panic("making busybox executable");
+    std::fs::write(
+        root.join("site-image"),
+        "pushed to the site registry by images_peers_vm\n",
+    )
+    .or_panic("writing the marker");
     qemu_tests::image::run_oci(&[
-        "from-debs",
-        "busybox-static",
+        "from-dir",
+        root.to_str().expect("temp paths are UTF-8"),
         "--ref",
-        "busybox:site",
+        "site:1",
         "--out",
         layout_arg,
         "--entrypoint",
         "/bin/busybox",
     ])
-    .or_panic("building the busybox image");
+    .or_panic("building the site image");
     qemu_tests::image::run_oci(&[
         "archive",
         layout_arg,
         archive.to_str().expect("temp paths are UTF-8"),
     ])
-    .or_panic("packing the busybox image");
+    .or_panic("packing the site image");
 
     let net = Network::start(&NetworkConfig::new(
         "a_second_node_pulls_an_image_from_the_first_instead_of_the_site_registry",
@@ -136,7 +153,7 @@ fn a_second_node_pulls_an_image_from_the_first_instead_of_the_site_registry() {
     )
     .or_panic("starting the site registry");
     registry
-        .push(&archive, "busybox:site", REPOSITORY)
+        .push(&archive, "site:1", REPOSITORY)
         .or_panic("pushing the image to the site registry");
     let reference = format!("{}/{REPOSITORY}", registry.host());
 
