@@ -29,6 +29,9 @@ use oci::Digest;
 use oci::media::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use serde_json::json;
 
+mod common;
+use common::oci_image::file_tar;
+
 #[derive(Default)]
 struct Faults {
     /// Required `Authorization: Bearer` token, if any.
@@ -163,18 +166,7 @@ fn fake_with_image(layers: u8) -> (Fake, Vec<String>) {
     let mut digests = Vec::new();
     for i in 0..layers {
         let data = vec![i; 100_000];
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_ustar();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_size(data.len() as u64);
-        builder
-            .append_data(&mut header, format!("f{i}"), &data[..])
-            .unwrap();
-        let tar = builder.into_inner().unwrap();
+        let tar = file_tar(&format!("f{i}"), 0o644, &data);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         let blob = gz.finish().unwrap();

@@ -5,19 +5,24 @@ use oci::{Layout, RefName};
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::json;
 
-/// Adds a one-layer image named `name` in `layout`; `layer_type` is the
-/// layer's media type as the manifest declares it.
-pub fn add_image(layout: &Layout, name: &str, file: &[u8], layer_type: &str) {
+/// An uncompressed tar of one regular file, owned by root, mtime 0.
+pub fn file_tar(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o755);
+    header.set_mode(mode);
     header.set_uid(0);
     header.set_gid(0);
     header.set_mtime(0);
-    header.set_size(file.len() as u64);
-    builder.append_data(&mut header, "hello", file).unwrap();
-    let layer = builder.into_inner().unwrap();
+    header.set_size(data.len() as u64);
+    builder.append_data(&mut header, name, data).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Adds a one-layer image named `name` in `layout`; `layer_type` is the
+/// layer's media type as the manifest declares it.
+pub fn add_image(layout: &Layout, name: &str, file: &[u8], layer_type: &str) {
+    let layer = file_tar("hello", 0o755, file);
     let (layer_digest, layer_size) = layout.write_blob(&layer).unwrap();
     let config = json!({
         "architecture": "amd64",

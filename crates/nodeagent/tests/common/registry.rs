@@ -188,16 +188,7 @@ pub fn layer(name: &str, size: usize, seed: u8) -> (Vec<u8>, Digest) {
         x ^= x << 5;
         data.push(x.to_le_bytes()[0]);
     }
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(data.len() as u64);
-    builder.append_data(&mut header, name, &data[..]).unwrap();
-    let tar = builder.into_inner().unwrap();
+    let tar = super::oci_image::file_tar(name, 0o644, &data);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).unwrap();
     (gz.finish().unwrap(), Digest::of(&tar))
