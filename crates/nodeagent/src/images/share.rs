@@ -276,7 +276,14 @@ async fn manifest(
         return refusal(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
-            &format!("this node records no image manifest {repository}:{target:?}"),
+            &format!(
+                "this node records no image manifest {}",
+                DistPath::Manifest {
+                    repository: repository.to_owned(),
+                    target,
+                }
+                .render()
+            ),
         );
     };
     let headers = content_headers(&digest, bytes.len() as u64, &media_type);
